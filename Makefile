@@ -1,0 +1,36 @@
+# creditnet — every target sets up what it needs. Only Python 3.11 is required on the machine.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.creditnet-installed
+
+.PHONY: all setup test lint typecheck devnet sim bench clean
+
+all: test
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+test: lint typecheck
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+devnet: $(STAMP)
+	@test -d devnet || $(BIN)/creditnet testnet --nodes 4 --dir devnet
+	@echo "creditnet: testnet written to ./devnet; the node daemon (creditnet run/devnet) is not built yet"
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.codec
+	$(BIN)/python -m bench.storage
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,1 @@
+"""creditnet benchmarks: each module is runnable with ``python -m bench.<name>``."""

@@ -1,0 +1,92 @@
+"""The ``creditnet`` command (also ``python -m node``).
+
+Every subcommand prints JSON (or plain status lines) on stdout and reports a refused input as one
+line on stderr with exit status 2; it never dumps a traceback for the caller's mistake.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import protocol
+from node.keyfile import KeyFileError, write_key
+from node.testnet import DEFAULT_BASE_PORT, TestnetError, create_testnet
+from protocol.crypto import Identity, peer_id
+
+
+class UsageError(Exception):
+    """A command that cannot run as asked; printed as ``creditnet: <message>``."""
+
+
+def _cmd_testnet(args: argparse.Namespace) -> int:
+    try:
+        nodes = create_testnet(
+            Path(args.dir), args.nodes, chain_id=args.chain_id, base_port=args.base_port
+        )
+    except (TestnetError, KeyFileError) as exc:
+        raise UsageError(str(exc)) from exc
+    summary = {
+        "dir": str(Path(args.dir).resolve()),
+        "chain_id": args.chain_id,
+        "nodes": [
+            {
+                "index": n.index,
+                "home": str(n.home),
+                "public_key": n.public_key.hex(),
+                "peer_id": peer_id(n.public_key),
+                "p2p": f"/ip4/127.0.0.1/tcp/{n.p2p_port}",
+                "api": f"http://127.0.0.1:{n.api_port}",
+                "metrics": f"http://127.0.0.1:{n.metrics_port}/metrics",
+            }
+            for n in nodes
+        ],
+    }
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _cmd_keygen(args: argparse.Namespace) -> int:
+    identity = Identity.generate()
+    out = Path(args.out)
+    try:
+        write_key(out, identity)
+    except KeyFileError as exc:
+        raise UsageError(str(exc)) from exc
+    print(json.dumps({"public_key": identity.public_key.hex(), "file": str(out)}))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="creditnet",
+        description="creditnet: credit-data sharing between reporting agencies on one ledger",
+    )
+    parser.add_argument("--version", action="version", version=f"creditnet {protocol.__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("testnet", help="create keys, configs and one genesis for a local network")
+    p.add_argument("--nodes", type=int, default=4, help="number of agencies (validators)")
+    p.add_argument("--dir", required=True, help="directory to create (must be new or empty)")
+    p.add_argument("--chain-id", default="creditnet-local")
+    p.add_argument("--base-port", type=int, default=DEFAULT_BASE_PORT)
+    p.set_defaults(func=_cmd_testnet)
+
+    p = sub.add_parser("keygen", help="create a key for a query user or a subject")
+    p.add_argument("--out", required=True, help="key file to create (mode 0600)")
+    p.set_defaults(func=_cmd_keygen)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except UsageError as exc:
+        print(f"creditnet: {exc}", file=sys.stderr)
+        return 2
+    return code

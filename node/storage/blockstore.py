@@ -1,0 +1,285 @@
+"""The node's store: committed blocks with their certificates, indexes, application state,
+consensus write-ahead records and the agency's private data, in one LevelDB.
+
+Why one atomic, synced batch per block: a node killed at any instant reopens with either all of
+block ``h`` (bytes, certificate, hash and tx index, state changes, latest height, app hash) or
+none of it, so the state always matches the latest block and the app hash chain is never torn.
+
+The store does not decode blocks or hash anything but the app hash: callers hand it bytes and the
+hashes they computed. It has a single writer (the node's driver task); the data directory lock
+keeps a second process out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+
+from node.storage import schema
+from node.storage.kv import KVBackend, LevelDBBackend, MemoryBackend, StorageError
+from node.storage.lock import DataDirLock
+from protocol.apphash import GENESIS_APP_HASH, next_app_hash
+
+DB_DIRNAME = "leveldb"
+"""LevelDB lives in this subdirectory of the data directory (beside the lock file)."""
+
+
+class IncompatibleStore(StorageError):
+    """The directory holds another chain, a newer format, or no creditnet data at all."""
+
+
+class OutOfOrderBlock(StorageError):
+    """A block committed at a height other than latest + 1."""
+
+
+class BlockStore:
+    """Blocks, indexes, state, consensus records and private data of one node (see module doc)."""
+
+    def __init__(
+        self,
+        backend: KVBackend,
+        chain_id: str,
+        *,
+        where: str,
+        lock: DataDirLock | None = None,
+        sync: bool = True,
+    ) -> None:
+        """Use ``backend`` (owned from now on), checking or writing its meta for ``chain_id``.
+
+        ``where`` names the store in messages; ``sync`` is the default durability of block
+        commits (False only for benchmarks and tests).
+        """
+        if not chain_id:
+            raise ValueError("chain id is empty")
+        self._backend = backend
+        self._lock = lock
+        self.chain_id = chain_id
+        self.where = where
+        self.sync = sync
+        self._latest_height, self._app_hash = self._load_or_init_meta()
+
+    @classmethod
+    def open(cls, path: Path, chain_id: str, *, sync: bool = True) -> BlockStore:
+        """Lock data directory ``path`` and open (or create) the store of ``chain_id`` in it.
+
+        Raises ``DataDirLocked`` if another open holds ``path``, ``IncompatibleStore`` if it holds
+        another chain or a newer format, ``StorageError`` if LevelDB cannot be opened.
+        """
+        lock = DataDirLock(path)
+        backend: LevelDBBackend | None = None
+        try:
+            backend = LevelDBBackend(path / DB_DIRNAME)
+            return cls(backend, chain_id, where=f"data directory {path}", lock=lock, sync=sync)
+        except BaseException:
+            if backend is not None:
+                backend.close()
+            lock.release()
+            raise
+
+    @classmethod
+    def memory(cls, chain_id: str) -> BlockStore:
+        """A fresh store in memory (unit tests); unsynced writes are the same as synced ones."""
+        return cls(MemoryBackend(), chain_id, where="in-memory store")
+
+    # --- meta -----------------------------------------------------------------------------------
+
+    def _load_or_init_meta(self) -> tuple[int, bytes]:
+        raw_format = self._backend.get(schema.META_FORMAT_VERSION)
+        if raw_format is None:
+            if next(self._backend.iterate(b""), None) is not None:
+                raise IncompatibleStore(f"{self.where} holds data that is not a creditnet store")
+            self._backend.write(
+                {
+                    schema.META_FORMAT_VERSION: schema.encode_format_version(
+                        schema.FORMAT_VERSION
+                    ),
+                    schema.META_CHAIN_ID: self.chain_id.encode(),
+                    schema.META_LATEST_HEIGHT: schema.encode_height(0),
+                    schema.META_APP_HASH: GENESIS_APP_HASH,
+                },
+                sync=True,
+            )
+            return 0, GENESIS_APP_HASH
+        try:
+            version = schema.decode_format_version(raw_format)
+        except ValueError as exc:
+            raise IncompatibleStore(f"{self.where} has a corrupt format version: {exc}") from exc
+        if version > schema.FORMAT_VERSION:
+            raise IncompatibleStore(
+                f"{self.where} format {version} is newer than this creditnet "
+                f"({schema.FORMAT_VERSION}); upgrade creditnet"
+            )
+        if version < schema.FORMAT_VERSION:  # no older format has been released
+            raise IncompatibleStore(f"{self.where} has unknown format {version}")
+        stored_chain = self._require_meta(schema.META_CHAIN_ID, "chain id")
+        if stored_chain != self.chain_id.encode():
+            shown = stored_chain.decode(errors="replace")
+            raise IncompatibleStore(f"{self.where} holds chain {shown!r}, not {self.chain_id!r}")
+        raw_height = self._require_meta(schema.META_LATEST_HEIGHT, "latest height")
+        app_hash = self._require_meta(schema.META_APP_HASH, "app hash")
+        try:
+            return schema.decode_height(raw_height), app_hash
+        except ValueError as exc:
+            raise StorageError(f"{self.where} has a corrupt latest height: {exc}") from exc
+
+    def _require_meta(self, key: bytes, what: str) -> bytes:
+        value = self._backend.get(key)
+        if value is None:
+            raise StorageError(f"{self.where} is missing its {what} (corrupt store)")
+        return value
+
+    @property
+    def latest_height(self) -> int:
+        """Height of the last committed block; 0 before the first."""
+        return self._latest_height
+
+    @property
+    def app_hash(self) -> bytes:
+        """App hash after the last committed block; ``GENESIS_APP_HASH`` before the first."""
+        return self._app_hash
+
+    # --- blocks ---------------------------------------------------------------------------------
+
+    def commit_block(
+        self,
+        height: int,
+        block_hash: bytes,
+        block_bytes: bytes,
+        certificate_bytes: bytes,
+        *,
+        tx_hashes: Sequence[bytes],
+        state_changes: Mapping[bytes, bytes | None],
+        sync: bool | None = None,
+    ) -> bytes:
+        """Store block ``height`` = latest + 1 and apply its state changes in one atomic batch.
+
+        ``tx_hashes[i]`` is indexed as ``(height, i)`` (a hash seen again later points at the later
+        block: the ledger rules refuse replays). ``state_changes`` maps application keys to new
+        values, None deleting. ``sync`` (default: the store's) makes the batch durable before
+        returning. Returns the new app hash.
+        """
+        expected = self._latest_height + 1
+        if height != expected:
+            raise OutOfOrderBlock(
+                f"block {height} does not follow the latest committed block "
+                f"{self._latest_height} (expected {expected})"
+            )
+        app_hash = next_app_hash(self._app_hash, state_changes)
+        encoded_height = schema.encode_height(height)
+        puts: list[tuple[bytes, bytes]] = [
+            (schema.block_key(height), block_bytes),
+            (schema.certificate_key(height), certificate_bytes),
+            (schema.block_hash_key(block_hash), encoded_height),
+        ]
+        puts += [
+            (schema.tx_key(tx), schema.encode_tx_location(height, i))
+            for i, tx in enumerate(tx_hashes)
+        ]
+        deletes: list[bytes] = []
+        for key, value in state_changes.items():
+            if value is None:
+                deletes.append(schema.state_key(key))
+            else:
+                puts.append((schema.state_key(key), value))
+        puts += [(schema.META_LATEST_HEIGHT, encoded_height), (schema.META_APP_HASH, app_hash)]
+        self._backend.write(puts, deletes, sync=self.sync if sync is None else sync)
+        self._latest_height, self._app_hash = height, app_hash
+        return app_hash
+
+    def block(self, height: int) -> bytes | None:
+        """The bytes of block ``height``, or None if it is not stored."""
+        return None if height < 0 else self._backend.get(schema.block_key(height))
+
+    def certificate(self, height: int) -> bytes | None:
+        """The commit certificate of block ``height``, or None if it is not stored."""
+        return None if height < 0 else self._backend.get(schema.certificate_key(height))
+
+    def height_of(self, block_hash: bytes) -> int | None:
+        """Height of the block with hash ``block_hash``, or None."""
+        raw = self._backend.get(schema.block_hash_key(block_hash))
+        return None if raw is None else schema.decode_height(raw)
+
+    def tx_location(self, tx_hash: bytes) -> tuple[int, int] | None:
+        """``(height, index)`` of the committed tx ``tx_hash``, or None."""
+        raw = self._backend.get(schema.tx_key(tx_hash))
+        return None if raw is None else schema.decode_tx_location(raw)
+
+    # --- application state ----------------------------------------------------------------------
+
+    def state_get(self, key: bytes) -> bytes | None:
+        """The committed value of application key ``key``, or None."""
+        return self._backend.get(schema.state_key(key))
+
+    def state_items(self, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        """Committed ``(application key, value)`` pairs under ``prefix``, in key order."""
+        return _strip(self._backend.iterate(schema.state_key(prefix)), len(schema.STATE))
+
+    # --- consensus write-ahead records ----------------------------------------------------------
+
+    def put_consensus(self, name: bytes, value: bytes) -> None:
+        """Durably record ``value`` under ``name`` before the vote it protects is sent."""
+        self._backend.write({schema.consensus_key(name): value}, sync=True)
+
+    def get_consensus(self, name: bytes) -> bytes | None:
+        """The consensus record ``name``, or None."""
+        return self._backend.get(schema.consensus_key(name))
+
+    def consensus_items(self, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        """Consensus records ``(name, value)`` under ``prefix``, in name order (for recovery)."""
+        return _strip(self._backend.iterate(schema.consensus_key(prefix)), len(schema.CONSENSUS))
+
+    def delete_consensus(self, names: Iterable[bytes]) -> None:
+        """Drop consensus records that a stable checkpoint made obsolete (synced)."""
+        self._backend.write((), [schema.consensus_key(name) for name in names], sync=True)
+
+    # --- node-private data ----------------------------------------------------------------------
+
+    def put_private(self, namespace: bytes, key: bytes, value: bytes, *, sync: bool = True) -> None:
+        """Store one private value (never part of the ledger or the app hash)."""
+        self.write_private(namespace, {key: value}, sync=sync)
+
+    def write_private(
+        self, namespace: bytes, changes: Mapping[bytes, bytes | None], *, sync: bool = True
+    ) -> None:
+        """Apply many private puts (None deletes) in ``namespace`` as one atomic batch."""
+        puts = [(schema.private_key(namespace, k), v) for k, v in changes.items() if v is not None]
+        deletes = [schema.private_key(namespace, k) for k, v in changes.items() if v is None]
+        self._backend.write(puts, deletes, sync=sync)
+
+    def get_private(self, namespace: bytes, key: bytes) -> bytes | None:
+        """The private value at ``key`` in ``namespace``, or None."""
+        return self._backend.get(schema.private_key(namespace, key))
+
+    def private_items(self, namespace: bytes, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        """Private ``(key, value)`` pairs of ``namespace`` under ``prefix``, in key order."""
+        strip = len(schema.private_prefix(namespace))
+        return _strip(self._backend.iterate(schema.private_key(namespace, prefix)), strip)
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close LevelDB, then release the data directory; idempotent."""
+        try:
+            self._backend.close()
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+
+    def __enter__(self) -> BlockStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"BlockStore({self.where}, chain {self.chain_id!r}, height {self._latest_height})"
+
+
+def _strip(items: Iterator[tuple[bytes, bytes]], n: int) -> Iterator[tuple[bytes, bytes]]:
+    return ((key[n:], value) for key, value in items)

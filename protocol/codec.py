@@ -1,0 +1,449 @@
+"""The one canonical codec of creditnet: msgpack arrays with an explicit type-tag table.
+
+Every value that crosses the network, goes on the ledger or is signed is a *message*: a frozen
+dataclass registered here under a tag from ``TAG_TABLE``. A message encodes as the msgpack array
+``[tag, field_1, field_2, ...]`` in declaration order; nested messages encode the same way.
+
+Why it is canonical: only ints (unsigned 64-bit unless a field says otherwise), bools, UTF-8
+strings, bytes (msgpack ``bin``), None, arrays and nested messages are allowed -- no maps, no
+floats, no extension types -- and msgpack packs each of those in exactly one shortest form. A
+decoder re-encodes what it read and refuses input whose bytes differ, so one value has exactly
+one encoding and hashes/signatures over encoded bytes are unambiguous.
+
+Decoding untrusted bytes is bounded (total size, string, bin and array lengths, nesting depth) and
+raises only :class:`CodecError` (or its subclass :class:`InvalidMessage` for a failed self-check),
+whose message names the field path and the rule that failed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar, dataclass_transform
+
+import msgpack
+
+MAX_MESSAGE_BYTES = 1 << 20
+"""Largest encoded message accepted by ``decode`` (and the largest network frame)."""
+MAX_BIN_LEN = MAX_MESSAGE_BYTES
+MAX_STR_LEN = 64 * 1024
+MAX_ARRAY_LEN = 100_000
+MAX_DEPTH = 16
+UINT64_MAX = (1 << 64) - 1
+
+# The type-tag table. A tag is never reused or renumbered once released: add new kinds at the end.
+TAG_TABLE: dict[int, str] = {
+    # transactions and their bodies
+    0x01: "Transaction",
+    0x02: "RegisterClient",
+    0x03: "RegisterSubject",
+    0x04: "Deposit",
+    0x05: "Transfer",
+    0x06: "ConsentGrant",
+    0x07: "ConsentRevoke",
+    0x08: "RecordCommitment",
+    0x09: "CommitmentEntry",
+    0x0A: "QueryRequest",
+    0x0B: "QueryEntry",
+    0x0C: "ValidatorSetChange",
+    # blocks
+    0x20: "BlockHeader",
+    0x21: "Block",
+    0x22: "CommitVote",
+    0x23: "CommitCertificate",
+    # credit records (standard v1, stored form)
+    0x30: "StoredRecord",
+    # consensus messages
+    0x40: "PrePrepare",
+    0x41: "Prepare",
+    0x42: "Commit",
+    0x43: "Checkpoint",
+    0x44: "ViewChange",
+    0x45: "NewView",
+    0x46: "PreparedProof",
+    0x47: "BlockRequest",
+    0x48: "BlockResponse",
+    0x49: "SignedCheckpoint",
+}
+_TAG_BY_NAME = {name: tag for tag, name in TAG_TABLE.items()}
+if len(_TAG_BY_NAME) != len(TAG_TABLE):  # pragma: no cover - guards edits to the table
+    raise RuntimeError("TAG_TABLE names must be unique")
+
+
+class CodecError(ValueError):
+    """Bytes or a value that the codec refuses; the message names the field and the rule."""
+
+
+class InvalidMessage(CodecError):
+    """A well-formed message whose self-check failed (``Message.check``)."""
+
+
+# --- field constraints, used as ``Annotated[T, ...]`` metadata -------------------------------
+
+
+@dataclass(frozen=True)
+class Size:
+    """Exact length in bytes of a ``bytes`` field."""
+
+    n: int
+
+
+@dataclass(frozen=True)
+class MaxLen:
+    """Largest length of a ``bytes`` field (bytes) or ``str`` field (characters)."""
+
+    n: int
+
+
+@dataclass(frozen=True)
+class MaxItems:
+    """Largest number of items of a ``tuple[T, ...]`` field."""
+
+    n: int
+
+
+@dataclass(frozen=True)
+class Range:
+    """Inclusive bounds of an ``int`` field (default ``0..2**64-1``)."""
+
+    lo: int
+    hi: int
+
+
+Hash32 = typing.Annotated[bytes, Size(32)]
+PublicKey = typing.Annotated[bytes, Size(32)]
+Signature = typing.Annotated[bytes, Size(64)]
+Name = typing.Annotated[str, MaxLen(64)]
+
+_Conv = Callable[[Any, str, int], Any]
+
+
+class Message:
+    """Base of every encodable type. Subclasses are declared with :func:`message`."""
+
+    __slots__ = ()
+    TAG: ClassVar[int]
+    _FIELDS: ClassVar[tuple[tuple[str, _Conv, _Conv], ...]]
+
+    def check(self) -> None:
+        """Semantic self-check beyond types; raise :class:`InvalidMessage` naming the field."""
+
+    def encode(self) -> bytes:
+        return encode(self)
+
+
+M = TypeVar("M", bound=Message)
+_REGISTRY: dict[int, type[Message]] = {}
+
+
+@dataclass_transform(frozen_default=True)
+def message(name: str) -> Callable[[type[M]], type[M]]:
+    """Register a class under ``TAG_TABLE``'s tag for ``name`` and make it a frozen dataclass."""
+
+    def wrap(cls: type[M]) -> type[M]:
+        if name != cls.__name__:
+            raise RuntimeError(f"message name {name!r} differs from class {cls.__name__!r}")
+        if name not in _TAG_BY_NAME:
+            raise RuntimeError(f"message {name!r} has no tag in codec.TAG_TABLE")
+        tag = _TAG_BY_NAME[name]
+        if tag in _REGISTRY:
+            raise RuntimeError(f"tag {tag:#x} ({name}) registered twice")
+        dc = dataclass(frozen=True, slots=True)(cls)
+        dc.TAG = tag
+        _REGISTRY[tag] = dc
+        _PENDING.append(dc)
+        return dc
+
+    return wrap
+
+
+_PENDING: list[type[Message]] = []
+
+
+def _compile_pending() -> None:
+    """Build field converters once every class is defined (forward references resolve)."""
+    while _PENDING:
+        cls = _PENDING.pop()
+        hints = typing.get_type_hints(cls, include_extras=True)
+        fields = []
+        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+            dec, enc = _converter(hints[f.name], f"{cls.__name__}.{f.name}")
+            fields.append((f.name, dec, enc))
+        cls._FIELDS = tuple(fields)
+
+
+def _converter(tp: Any, where: str) -> tuple[_Conv, _Conv]:
+    """Return (decode, encode) converters for a field type; each checks and converts a value."""
+    meta: tuple[Any, ...] = ()
+    if typing.get_origin(tp) is typing.Annotated:
+        meta = tp.__metadata__
+        tp = typing.get_args(tp)[0]
+    origin = typing.get_origin(tp)
+
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        allows_none = len(args) != len(typing.get_args(tp))
+        if all(isinstance(a, type) and issubclass(a, Message) for a in args):
+            allowed = tuple(args)
+            dec_u, enc_u = _message_converter(allowed)
+        elif len(args) == 1:
+            dec_u, enc_u = _converter(
+                typing.Annotated[(args[0], *meta)] if meta else args[0], where
+            )
+        else:
+            raise TypeError(f"{where}: unsupported union {tp!r}")
+        if not allows_none:
+            return dec_u, enc_u
+
+        def dec_opt(v: Any, path: str, depth: int) -> Any:
+            return None if v is None else dec_u(v, path, depth)
+
+        def enc_opt(v: Any, path: str, depth: int) -> Any:
+            return None if v is None else enc_u(v, path, depth)
+
+        return dec_opt, enc_opt
+
+    if origin is tuple:
+        targs = typing.get_args(tp)
+        if len(targs) != 2 or targs[1] is not Ellipsis:
+            raise TypeError(f"{where}: only tuple[T, ...] is supported")
+        limit = next((m.n for m in meta if isinstance(m, MaxItems)), None)
+        if limit is None:
+            raise TypeError(f"{where}: tuple fields need MaxItems")
+        item_dec, item_enc = _converter(targs[0], where)
+
+        def dec_tuple(v: Any, path: str, depth: int) -> Any:
+            if not isinstance(v, list):
+                raise CodecError(f"{path}: expected an array, got {_kind(v)}")
+            if len(v) > limit:
+                raise CodecError(f"{path}: {len(v)} items exceed the limit of {limit}")
+            return tuple(item_dec(x, f"{path}[{i}]", depth + 1) for i, x in enumerate(v))
+
+        def enc_tuple(v: Any, path: str, depth: int) -> Any:
+            if not isinstance(v, tuple | list):
+                raise CodecError(f"{path}: expected a tuple, got {_kind(v)}")
+            if len(v) > limit:
+                raise CodecError(f"{path}: {len(v)} items exceed the limit of {limit}")
+            return [item_enc(x, f"{path}[{i}]", depth + 1) for i, x in enumerate(v)]
+
+        return dec_tuple, enc_tuple
+
+    if isinstance(tp, type) and issubclass(tp, Message):
+        return _message_converter((tp,))
+
+    if isinstance(tp, type) and issubclass(tp, enum.IntEnum):
+        enum_t = tp
+
+        def dec_enum(v: Any, path: str, depth: int) -> Any:
+            if type(v) is not int:
+                raise CodecError(f"{path}: expected an integer enum, got {_kind(v)}")
+            try:
+                return enum_t(v)
+            except ValueError:
+                raise CodecError(f"{path}: {v} is not a valid {enum_t.__name__}") from None
+
+        def enc_enum(v: Any, path: str, depth: int) -> Any:
+            if not isinstance(v, enum_t):
+                raise CodecError(f"{path}: expected {enum_t.__name__}, got {_kind(v)}")
+            return int(v)
+
+        return dec_enum, enc_enum
+
+    if tp is bool:
+
+        def conv_bool(v: Any, path: str, depth: int) -> Any:
+            if type(v) is not bool:
+                raise CodecError(f"{path}: expected a bool, got {_kind(v)}")
+            return v
+
+        return conv_bool, conv_bool
+
+    if tp is int:
+        rng = next((m for m in meta if isinstance(m, Range)), Range(0, UINT64_MAX))
+        lo, hi = rng.lo, rng.hi
+
+        def conv_int(v: Any, path: str, depth: int) -> Any:
+            if type(v) is not int:
+                raise CodecError(f"{path}: expected an integer, got {_kind(v)}")
+            if not lo <= v <= hi:
+                raise CodecError(f"{path}: {v} is outside {lo}..{hi}")
+            return v
+
+        return conv_int, conv_int
+
+    if tp is bytes:
+        size = next((m.n for m in meta if isinstance(m, Size)), None)
+        maxlen = next((m.n for m in meta if isinstance(m, MaxLen)), MAX_BIN_LEN)
+
+        def conv_bytes(v: Any, path: str, depth: int) -> Any:
+            if type(v) is not bytes:
+                raise CodecError(f"{path}: expected bytes, got {_kind(v)}")
+            if size is not None and len(v) != size:
+                raise CodecError(f"{path}: expected {size} bytes, got {len(v)}")
+            if len(v) > maxlen:
+                raise CodecError(f"{path}: {len(v)} bytes exceed the limit of {maxlen}")
+            return v
+
+        return conv_bytes, conv_bytes
+
+    if tp is str:
+        maxlen = next((m.n for m in meta if isinstance(m, MaxLen)), 256)
+
+        def conv_str(v: Any, path: str, depth: int) -> Any:
+            if type(v) is not str:
+                raise CodecError(f"{path}: expected a string, got {_kind(v)}")
+            if len(v) > maxlen:
+                raise CodecError(f"{path}: {len(v)} characters exceed the limit of {maxlen}")
+            return v
+
+        return conv_str, conv_str
+
+    raise TypeError(f"{where}: unsupported field type {tp!r}")
+
+
+def _message_converter(allowed: tuple[type[Message], ...]) -> tuple[_Conv, _Conv]:
+    allowed_tags = {c.TAG if hasattr(c, "TAG") else _TAG_BY_NAME[c.__name__] for c in allowed}
+    names = " or ".join(c.__name__ for c in allowed)
+
+    def dec_msg(v: Any, path: str, depth: int) -> Any:
+        obj = _decode_value(v, path, depth + 1)
+        if obj.TAG not in allowed_tags:
+            raise CodecError(f"{path}: expected {names}, got {type(obj).__name__}")
+        return obj
+
+    def enc_msg(v: Any, path: str, depth: int) -> Any:
+        if not isinstance(v, allowed):
+            raise CodecError(f"{path}: expected {names}, got {_kind(v)}")
+        return _encode_value(v, path, depth + 1)
+
+    return dec_msg, enc_msg
+
+
+def _kind(v: Any) -> str:
+    if isinstance(v, list):
+        return "an array"
+    return type(v).__name__
+
+
+def _encode_value(obj: Message, path: str, depth: int) -> list[Any]:
+    if depth > MAX_DEPTH:
+        raise CodecError(f"{path}: nesting deeper than {MAX_DEPTH}")
+    if _PENDING:
+        _compile_pending()
+    out: list[Any] = [obj.TAG]
+    for name, _dec, enc in obj._FIELDS:
+        out.append(enc(getattr(obj, name), f"{path}.{name}", depth))
+    _run_check(obj)
+    return out
+
+
+def _run_check(obj: Message) -> None:
+    try:
+        obj.check()
+    except InvalidMessage:
+        raise
+    except (ValueError, TypeError) as exc:  # a check written with a plain error
+        raise InvalidMessage(f"{type(obj).__name__}: {exc}") from exc
+
+
+def _decode_value(v: Any, path: str, depth: int) -> Message:
+    if depth > MAX_DEPTH:
+        raise CodecError(f"{path}: nesting deeper than {MAX_DEPTH}")
+    if not isinstance(v, list) or not v:
+        raise CodecError(f"{path}: expected a tagged array, got {_kind(v)}")
+    tag = v[0]
+    if type(tag) is not int or tag not in _REGISTRY:
+        raise CodecError(f"{path}: unknown type tag {tag!r}")
+    cls = _REGISTRY[tag]
+    if _PENDING:
+        _compile_pending()
+    fields = cls._FIELDS
+    if len(v) != len(fields) + 1:
+        raise CodecError(f"{path}: {cls.__name__} has {len(fields)} fields, got {len(v) - 1}")
+    kwargs = {}
+    for (name, dec, _enc), raw in zip(fields, v[1:], strict=True):
+        kwargs[name] = dec(raw, f"{path}.{name}" if path else f"{cls.__name__}.{name}", depth)
+    obj = cls(**kwargs)
+    _run_check(obj)
+    return obj
+
+
+def encode(obj: Message) -> bytes:
+    """Encode a message canonically; refuses values that do not fit the declared field types."""
+    if not isinstance(obj, Message):
+        raise CodecError(f"cannot encode {_kind(obj)}: not a registered message")
+    data: bytes = msgpack.packb(
+        _encode_value(obj, type(obj).__name__, 0), use_bin_type=True, datetime=False
+    )
+    return data
+
+
+def decode(
+    data: bytes, expected: type[M] | None = None, *, max_bytes: int = MAX_MESSAGE_BYTES
+) -> M:
+    """Decode untrusted bytes into a message; raises only :class:`CodecError`.
+
+    ``expected`` (a message class or None for any) is checked; ``max_bytes`` bounds the input.
+    """
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise CodecError(f"expected bytes to decode, got {_kind(data)}")
+    data = bytes(data)
+    if len(data) > max_bytes:
+        raise CodecError(f"message of {len(data)} bytes exceeds the limit of {max_bytes}")
+    if not data:
+        raise CodecError("empty input")
+    try:
+        raw = msgpack.unpackb(
+            data,
+            raw=False,
+            use_list=True,
+            strict_map_key=True,
+            max_bin_len=min(MAX_BIN_LEN, len(data)),
+            max_str_len=min(MAX_STR_LEN, len(data)),
+            max_array_len=min(MAX_ARRAY_LEN, len(data)),
+            max_map_len=0,
+            max_ext_len=0,
+        )
+    except UnicodeDecodeError as exc:
+        raise CodecError(f"invalid UTF-8 in a string at byte {exc.start}") from None
+    except msgpack.ExtraData:
+        raise CodecError("trailing bytes after the message") from None
+    except (ValueError, msgpack.UnpackException, TypeError, RecursionError) as exc:
+        raise CodecError(f"malformed msgpack: {exc}") from None
+    name = expected.__name__ if expected is not None else ""
+    obj = _decode_value(raw, name, 0)
+    if expected is not None and not isinstance(obj, expected):
+        raise CodecError(f"expected {expected.__name__}, got {type(obj).__name__}")
+    # The decoded tree re-packs to the input only if the input used msgpack's shortest forms;
+    # the typed message maps one-to-one onto that tree, so this is the canonicality check.
+    if msgpack.packb(raw, use_bin_type=True) != data:
+        raise CodecError(f"non-canonical encoding of {type(obj).__name__}")
+    return typing.cast(M, obj)
+
+
+def registered() -> dict[int, type[Message]]:
+    """The registered message classes by tag (for tests and tooling)."""
+    if _PENDING:
+        _compile_pending()
+    return dict(_REGISTRY)
+
+
+def signing_payload(obj: Message, omit: str = "signature") -> bytes:
+    """Canonical bytes of ``obj`` with the field ``omit`` left out: what a signature covers.
+
+    The message's own signature cannot be part of what it signs, so signed messages are encoded
+    as ``[tag, every other field in order]``.
+    """
+    if _PENDING:
+        _compile_pending()
+    names = [name for name, _d, _e in obj._FIELDS]
+    if omit not in names:
+        raise CodecError(f"{type(obj).__name__} has no field {omit!r}")
+    full = _encode_value(obj, type(obj).__name__, 0)
+    del full[1 + names.index(omit)]
+    data: bytes = msgpack.packb(full, use_bin_type=True, datetime=False)
+    return data
