@@ -60,14 +60,13 @@ TAG_TABLE: dict[int, str] = {
     # consensus messages
     0x40: "PrePrepare",
     0x41: "Prepare",
-    0x42: "Commit",
+    0x42: "CommittedBlock",
     0x43: "Checkpoint",
     0x44: "ViewChange",
     0x45: "NewView",
     0x46: "PreparedProof",
     0x47: "BlockRequest",
     0x48: "BlockResponse",
-    0x49: "SignedCheckpoint",
 }
 _TAG_BY_NAME = {name: tag for tag, name in TAG_TABLE.items()}
 if len(_TAG_BY_NAME) != len(TAG_TABLE):  # pragma: no cover - guards edits to the table
@@ -432,18 +431,21 @@ def registered() -> dict[int, type[Message]]:
     return dict(_REGISTRY)
 
 
-def signing_payload(obj: Message, omit: str = "signature") -> bytes:
-    """Canonical bytes of ``obj`` with the field ``omit`` left out: what a signature covers.
+def signing_payload(obj: Message, omit: tuple[str, ...] = ("signature",)) -> bytes:
+    """Canonical bytes of ``obj`` with the fields ``omit`` left out: what a signature covers.
 
     The message's own signature cannot be part of what it signs, so signed messages are encoded
-    as ``[tag, every other field in order]``.
+    as ``[tag, every other field in order]``. A message may also leave out a bulky field that
+    another signed field already commits to (a pre-prepare signs the block hash, not the block).
     """
     if _PENDING:
         _compile_pending()
     names = [name for name, _d, _e in obj._FIELDS]
-    if omit not in names:
-        raise CodecError(f"{type(obj).__name__} has no field {omit!r}")
+    for name in omit:
+        if name not in names:
+            raise CodecError(f"{type(obj).__name__} has no field {name!r}")
     full = _encode_value(obj, type(obj).__name__, 0)
-    del full[1 + names.index(omit)]
+    for i in sorted((names.index(n) for n in omit), reverse=True):
+        del full[1 + i]
     data: bytes = msgpack.packb(full, use_bin_type=True, datetime=False)
     return data

@@ -20,6 +20,16 @@ from hypothesis import strategies as st
 from protocol import codec
 from protocol.block import Block, CommitCertificate, CommitVote, make_header
 from protocol.codec import MaxItems, MaxLen, Message, Range, Size
+from protocol.consensus.messages import (
+    BlockRequest,
+    BlockResponse,
+    CommittedBlock,
+    NewView,
+    Prepare,
+    PreparedProof,
+    PrePrepare,
+    ViewChange,
+)
 from protocol.crypto import Identity
 from protocol.record import to_stored
 from protocol.transactions import QueryEntry, QueryRequest, Transaction
@@ -117,6 +127,74 @@ def _query_entries(draw: st.DrawFn) -> QueryEntry:
     return QueryEntry(req, mode, serving, draw(st.integers(0, 10**15)))  # type: ignore[arg-type]
 
 
+@st.composite
+def _preprepares(draw: st.DrawFn) -> PrePrepare:
+    block = draw(_blocks())
+    view = draw(st.integers(0, 50))
+    return PrePrepare.sign(_KEYS[view % 4], "test", view, block, view % 4)
+
+
+@st.composite
+def _proofs(draw: st.DrawFn, seq: int | None = None, below_view: int = 10**6) -> PreparedProof:
+    pp = draw(_preprepares())
+    if seq is not None or pp.view >= below_view:
+        block = pp.block
+        header = dataclasses.replace(block.header, height=seq if seq is not None else block.height)
+        view = min(pp.view, below_view - 1)
+        pp = PrePrepare.sign(_KEYS[view % 4], "test", view, Block(header, block.txs), view % 4)
+    others = [i for i in range(4) if i != pp.replica]
+    chosen = draw(st.lists(st.sampled_from(others), unique=True, max_size=3))
+    prepares = tuple(
+        Prepare.sign(_KEYS[i], "test", pp.view, pp.seq, pp.digest, i) for i in sorted(chosen)
+    )
+    return PreparedProof(pp, prepares)
+
+
+@st.composite
+def _view_changes(
+    draw: st.DrawFn, new_view: int | None = None, replica: int | None = None
+) -> ViewChange:
+    nv = new_view if new_view is not None else draw(st.integers(1, 100))
+    who = replica if replica is not None else draw(st.integers(0, 3))
+    cert = draw(st.none() | _certificates())
+    base = cert.height if cert else 0
+    count = draw(st.integers(0, 2))
+    proofs = tuple(draw(_proofs(seq=base + 1 + i, below_view=nv)) for i in range(count))
+    return ViewChange.sign(_KEYS[who], "test", nv, cert, proofs, who)
+
+
+@st.composite
+def _new_views(draw: st.DrawFn) -> NewView:
+    view = draw(st.integers(1, 100))
+    who = draw(st.lists(st.integers(0, 3), unique=True, min_size=1, max_size=4))
+    vcs = tuple(draw(_view_changes(new_view=view, replica=r)) for r in sorted(who))
+    sigs = tuple(draw(st.lists(st.binary(min_size=64, max_size=64), max_size=3)))
+    return NewView.sign(_KEYS[view % 4], "test", view, vcs, sigs, view % 4)
+
+
+@st.composite
+def _committed_blocks(draw: st.DrawFn, height: int | None = None) -> CommittedBlock:
+    block = draw(_blocks())
+    if height is not None:
+        block = Block(dataclasses.replace(block.header, height=height), block.txs)
+    signers = draw(st.sets(st.sampled_from(range(4)), min_size=1))
+    votes = [CommitVote.sign(_KEYS[i], "test", 0, block.height, block.hash) for i in signers]
+    return CommittedBlock(block, CommitCertificate.from_votes(votes))
+
+
+@st.composite
+def _block_requests(draw: st.DrawFn) -> BlockRequest:
+    start = draw(st.integers(1, 10**9))
+    return BlockRequest(start, start + draw(st.integers(0, 255)))
+
+
+@st.composite
+def _block_responses(draw: st.DrawFn) -> BlockResponse:
+    start = draw(st.integers(1, 10**6))
+    count = draw(st.integers(0, 3))
+    return BlockResponse(tuple(draw(_committed_blocks(height=start + i)) for i in range(count)))
+
+
 def _stored_records() -> st.SearchStrategy[Message]:
     return valid_record_inputs().map(lambda rec: to_stored(rec, b"\x07" * 32))
 
@@ -126,6 +204,13 @@ _OVERRIDES: dict[str, Callable[[], st.SearchStrategy[Any]]] = {
     "CommitCertificate": _certificates,
     "QueryEntry": _query_entries,
     "StoredRecord": _stored_records,
+    "PrePrepare": _preprepares,
+    "PreparedProof": _proofs,
+    "ViewChange": _view_changes,
+    "NewView": _new_views,
+    "CommittedBlock": _committed_blocks,
+    "BlockRequest": _block_requests,
+    "BlockResponse": _block_responses,
 }
 _CACHE: dict[type[Message], st.SearchStrategy[Any]] = {}
 

@@ -1,0 +1,1 @@
+"""PBFT consensus as a pure state machine: ``Replica.handle(event) -> list[output]``."""
