@@ -14,6 +14,7 @@ A :class:`CommitCertificate` holds 2f+1 :class:`CommitVote` s from distinct vali
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Annotated
 
@@ -53,7 +54,7 @@ class InvalidCertificate(ValueError):
     """A commit certificate that does not prove its block; the message says why."""
 
 
-@message("BlockHeader")
+@message("BlockHeader", slots=False)
 class BlockHeader(Message):
     chain_id: Name
     height: int
@@ -71,9 +72,9 @@ class BlockHeader(Message):
         if self.app_height >= self.height:
             raise InvalidMessage("BlockHeader.app_height: must be below height")
 
-    @property
+    @functools.cached_property
     def hash(self) -> bytes:
-        return h256(encode(self))
+        return h256(encode(self, check=False))
 
 
 @message("Block")

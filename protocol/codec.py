@@ -118,7 +118,7 @@ PublicKey = typing.Annotated[bytes, Size(32)]
 Signature = typing.Annotated[bytes, Size(64)]
 Name = typing.Annotated[str, MaxLen(64)]
 
-_Conv = Callable[[Any, str, int], Any]
+_Conv = Callable[..., Any]
 
 
 class Message:
@@ -140,8 +140,12 @@ _REGISTRY: dict[int, type[Message]] = {}
 
 
 @dataclass_transform(frozen_default=True)
-def message(name: str) -> Callable[[type[M]], type[M]]:
-    """Register a class under ``TAG_TABLE``'s tag for ``name`` and make it a frozen dataclass."""
+def message(name: str, *, slots: bool = True) -> Callable[[type[M]], type[M]]:
+    """Register a class under ``TAG_TABLE``'s tag for ``name`` and make it a frozen dataclass.
+
+    ``slots=False`` keeps an instance ``__dict__`` so a class can cache derived values (a block
+    header its hash) with ``functools.cached_property``.
+    """
 
     def wrap(cls: type[M]) -> type[M]:
         if name != cls.__name__:
@@ -151,7 +155,7 @@ def message(name: str) -> Callable[[type[M]], type[M]]:
         tag = _TAG_BY_NAME[name]
         if tag in _REGISTRY:
             raise RuntimeError(f"tag {tag:#x} ({name}) registered twice")
-        dc = dataclass(frozen=True, slots=True)(cls)
+        dc = dataclass(frozen=True, slots=slots)(cls)
         dc.TAG = tag
         _REGISTRY[tag] = dc
         _PENDING.append(dc)
@@ -198,11 +202,11 @@ def _converter(tp: Any, where: str) -> tuple[_Conv, _Conv]:
         if not allows_none:
             return dec_u, enc_u
 
-        def dec_opt(v: Any, path: str, depth: int) -> Any:
+        def dec_opt(v: Any, path: str, depth: int, check: bool = True) -> Any:
             return None if v is None else dec_u(v, path, depth)
 
-        def enc_opt(v: Any, path: str, depth: int) -> Any:
-            return None if v is None else enc_u(v, path, depth)
+        def enc_opt(v: Any, path: str, depth: int, check: bool = True) -> Any:
+            return None if v is None else enc_u(v, path, depth, check)
 
         return dec_opt, enc_opt
 
@@ -215,19 +219,19 @@ def _converter(tp: Any, where: str) -> tuple[_Conv, _Conv]:
             raise TypeError(f"{where}: tuple fields need MaxItems")
         item_dec, item_enc = _converter(targs[0], where)
 
-        def dec_tuple(v: Any, path: str, depth: int) -> Any:
+        def dec_tuple(v: Any, path: str, depth: int, check: bool = True) -> Any:
             if not isinstance(v, list):
                 raise CodecError(f"{path}: expected an array, got {_kind(v)}")
             if len(v) > limit:
                 raise CodecError(f"{path}: {len(v)} items exceed the limit of {limit}")
             return tuple(item_dec(x, f"{path}[{i}]", depth + 1) for i, x in enumerate(v))
 
-        def enc_tuple(v: Any, path: str, depth: int) -> Any:
+        def enc_tuple(v: Any, path: str, depth: int, check: bool = True) -> Any:
             if not isinstance(v, tuple | list):
                 raise CodecError(f"{path}: expected a tuple, got {_kind(v)}")
             if len(v) > limit:
                 raise CodecError(f"{path}: {len(v)} items exceed the limit of {limit}")
-            return [item_enc(x, f"{path}[{i}]", depth + 1) for i, x in enumerate(v)]
+            return [item_enc(x, f"{path}[{i}]", depth + 1, check) for i, x in enumerate(v)]
 
         return dec_tuple, enc_tuple
 
@@ -237,7 +241,7 @@ def _converter(tp: Any, where: str) -> tuple[_Conv, _Conv]:
     if isinstance(tp, type) and issubclass(tp, enum.IntEnum):
         enum_t = tp
 
-        def dec_enum(v: Any, path: str, depth: int) -> Any:
+        def dec_enum(v: Any, path: str, depth: int, check: bool = True) -> Any:
             if type(v) is not int:
                 raise CodecError(f"{path}: expected an integer enum, got {_kind(v)}")
             try:
@@ -245,7 +249,7 @@ def _converter(tp: Any, where: str) -> tuple[_Conv, _Conv]:
             except ValueError:
                 raise CodecError(f"{path}: {v} is not a valid {enum_t.__name__}") from None
 
-        def enc_enum(v: Any, path: str, depth: int) -> Any:
+        def enc_enum(v: Any, path: str, depth: int, check: bool = True) -> Any:
             if not isinstance(v, enum_t):
                 raise CodecError(f"{path}: expected {enum_t.__name__}, got {_kind(v)}")
             return int(v)
@@ -254,7 +258,7 @@ def _converter(tp: Any, where: str) -> tuple[_Conv, _Conv]:
 
     if tp is bool:
 
-        def conv_bool(v: Any, path: str, depth: int) -> Any:
+        def conv_bool(v: Any, path: str, depth: int, check: bool = True) -> Any:
             if type(v) is not bool:
                 raise CodecError(f"{path}: expected a bool, got {_kind(v)}")
             return v
@@ -265,7 +269,7 @@ def _converter(tp: Any, where: str) -> tuple[_Conv, _Conv]:
         rng = next((m for m in meta if isinstance(m, Range)), Range(0, UINT64_MAX))
         lo, hi = rng.lo, rng.hi
 
-        def conv_int(v: Any, path: str, depth: int) -> Any:
+        def conv_int(v: Any, path: str, depth: int, check: bool = True) -> Any:
             if type(v) is not int:
                 raise CodecError(f"{path}: expected an integer, got {_kind(v)}")
             if not lo <= v <= hi:
@@ -278,7 +282,7 @@ def _converter(tp: Any, where: str) -> tuple[_Conv, _Conv]:
         size = next((m.n for m in meta if isinstance(m, Size)), None)
         maxlen = next((m.n for m in meta if isinstance(m, MaxLen)), MAX_BIN_LEN)
 
-        def conv_bytes(v: Any, path: str, depth: int) -> Any:
+        def conv_bytes(v: Any, path: str, depth: int, check: bool = True) -> Any:
             if type(v) is not bytes:
                 raise CodecError(f"{path}: expected bytes, got {_kind(v)}")
             if size is not None and len(v) != size:
@@ -292,7 +296,7 @@ def _converter(tp: Any, where: str) -> tuple[_Conv, _Conv]:
     if tp is str:
         maxlen = next((m.n for m in meta if isinstance(m, MaxLen)), 256)
 
-        def conv_str(v: Any, path: str, depth: int) -> Any:
+        def conv_str(v: Any, path: str, depth: int, check: bool = True) -> Any:
             if type(v) is not str:
                 raise CodecError(f"{path}: expected a string, got {_kind(v)}")
             if len(v) > maxlen:
@@ -308,16 +312,16 @@ def _message_converter(allowed: tuple[type[Message], ...]) -> tuple[_Conv, _Conv
     allowed_tags = {c.TAG if hasattr(c, "TAG") else _TAG_BY_NAME[c.__name__] for c in allowed}
     names = " or ".join(c.__name__ for c in allowed)
 
-    def dec_msg(v: Any, path: str, depth: int) -> Any:
+    def dec_msg(v: Any, path: str, depth: int, check: bool = True) -> Any:
         obj = _decode_value(v, path, depth + 1)
         if obj.TAG not in allowed_tags:
             raise CodecError(f"{path}: expected {names}, got {type(obj).__name__}")
         return obj
 
-    def enc_msg(v: Any, path: str, depth: int) -> Any:
+    def enc_msg(v: Any, path: str, depth: int, check: bool = True) -> Any:
         if not isinstance(v, allowed):
             raise CodecError(f"{path}: expected {names}, got {_kind(v)}")
-        return _encode_value(v, path, depth + 1)
+        return _encode_value(v, path, depth + 1, check)
 
     return dec_msg, enc_msg
 
@@ -328,15 +332,16 @@ def _kind(v: Any) -> str:
     return type(v).__name__
 
 
-def _encode_value(obj: Message, path: str, depth: int) -> list[Any]:
+def _encode_value(obj: Message, path: str, depth: int, check: bool = True) -> list[Any]:
     if depth > MAX_DEPTH:
         raise CodecError(f"{path}: nesting deeper than {MAX_DEPTH}")
     if _PENDING:
         _compile_pending()
     out: list[Any] = [obj.TAG]
     for name, _dec, enc in obj._FIELDS:
-        out.append(enc(getattr(obj, name), f"{path}.{name}", depth))
-    _run_check(obj)
+        out.append(enc(getattr(obj, name), f"{path}.{name}", depth, check))
+    if check:
+        _run_check(obj)
     return out
 
 
@@ -371,12 +376,16 @@ def _decode_value(v: Any, path: str, depth: int) -> Message:
     return obj
 
 
-def encode(obj: Message) -> bytes:
-    """Encode a message canonically; refuses values that do not fit the declared field types."""
+def encode(obj: Message, *, check: bool = True) -> bytes:
+    """Encode a message canonically; refuses values that do not fit the declared field types.
+
+    ``check=False`` skips the semantic self-checks (types are still enforced): for re-encoding
+    messages that were decoded (and so checked) or built from checked parts, on hot paths.
+    """
     if not isinstance(obj, Message):
         raise CodecError(f"cannot encode {_kind(obj)}: not a registered message")
     data: bytes = msgpack.packb(
-        _encode_value(obj, type(obj).__name__, 0), use_bin_type=True, datetime=False
+        _encode_value(obj, type(obj).__name__, 0, check), use_bin_type=True, datetime=False
     )
     return data
 
@@ -444,7 +453,7 @@ def signing_payload(obj: Message, omit: tuple[str, ...] = ("signature",)) -> byt
     for name in omit:
         if name not in names:
             raise CodecError(f"{type(obj).__name__} has no field {name!r}")
-    full = _encode_value(obj, type(obj).__name__, 0)
+    full = _encode_value(obj, type(obj).__name__, 0, False)
     for i in sorted((names.index(n) for n in omit), reverse=True):
         del full[1 + i]
     data: bytes = msgpack.packb(full, use_bin_type=True, datetime=False)

@@ -126,11 +126,21 @@ def verify(public_key: bytes, domain: Domain, chain_id: str, payload: bytes, sig
     """True when ``sig`` is ``public_key``'s signature of this payload in this domain and chain."""
     if len(public_key) != PUBLIC_KEY_BYTES or len(sig) != SIGNATURE_BYTES:
         return False
+    key = _VERIFY_KEYS.get(public_key)
     try:
-        nacl.bindings.crypto_sign_open(sig + signing_bytes(domain, chain_id, payload), public_key)
+        if key is None:
+            if len(_VERIFY_KEYS) >= _VERIFY_KEY_CACHE:
+                _VERIFY_KEYS.clear()
+            key = _VERIFY_KEYS[public_key] = nacl.signing.VerifyKey(public_key)
+        key.verify(signing_bytes(domain, chain_id, payload), sig)
     except (nacl.exceptions.BadSignatureError, nacl.exceptions.CryptoError, ValueError):
         return False
     return True
+
+
+_VERIFY_KEY_CACHE = 4096
+_VERIFY_KEYS: dict[bytes, nacl.signing.VerifyKey] = {}
+"""Parsed verify keys by public key: validators and busy clients verify many messages."""
 
 
 def seal(public_key: bytes, plaintext: bytes) -> bytes:

@@ -279,7 +279,12 @@ def check_field(spec: FieldSpec, value: Any) -> Any:
 
 
 def _cross_field_violation(
-    *, opened: int, closed: int | None, reported: int, status: AccountStatus, balance: int,
+    *,
+    opened: int,
+    closed: int | None,
+    reported: int,
+    status: AccountStatus,
+    balance: int,
     overdue: int,
 ) -> RecordError | None:
     """The first cross-field rule broken (dates as day numbers, reported_at as seconds)."""
@@ -585,10 +590,12 @@ def _status_schema() -> list[dict[str, Any]]:
         elif rule.overdue is OverdueRule.POSITIVE:
             then["overdue_amount"] = {"minimum": 1}
         if then:
-            clauses.append({
-                "if": {"properties": {"status": {"enum": labels}}},
-                "then": {"properties": then},
-            })
+            clauses.append(
+                {
+                    "if": {"properties": {"status": {"enum": labels}}},
+                    "then": {"properties": then},
+                }
+            )
     return clauses
 
 

@@ -405,7 +405,7 @@ class Replica:
         if slot.preprepare is not None:
             return
         slot.preprepare = pp
-        slot.block_bytes = encode(pp.block)
+        slot.block_bytes = encode(pp.block, check=False)
         self._hashes[pp.seq] = (pp.digest, pp.block.header.time_ms)
         for tx in pp.block.txs:
             self._queue.pop(h256(tx), None)
@@ -482,7 +482,7 @@ class Replica:
                 return
             slot.prepared = True
             self._proofs[seq] = proof
-            self._out.append(Persist(_PROOF + _u64(seq), encode(proof)))
+            self._out.append(Persist(_PROOF + _u64(seq), encode(proof, check=False)))
             vote = CommitVote.sign(self._id, self.cfg.chain_id, pp.view, seq, pp.digest)
             self._out.append(Broadcast(encode(vote)))
             slot.commits[vote.validator] = vote
@@ -601,7 +601,7 @@ class Replica:
             )
             block = Block(header, tuple(txs))
             pp = PrePrepare.sign(self._id, self.cfg.chain_id, self.view, block, self.me)
-            data = encode(pp)
+            data = encode(pp, check=False)
             if not self._may_sign(b"P", self.view, pp.seq, pp.digest, data):
                 return
             self._out.append(Broadcast(data))
@@ -654,7 +654,7 @@ class Replica:
                 if pp is None or slot.committed_local:
                     continue
                 if pp.replica == self.me and self.me == self.primary:
-                    self._out.append(Broadcast(encode(pp)))
+                    self._out.append(Broadcast(encode(pp, check=False)))
                 if self._votes.get((b"p", pp.view, seq)) == pp.digest:
                     prep = Prepare.sign(
                         self._id, self.cfg.chain_id, pp.view, seq, pp.digest, self.me
@@ -738,7 +738,7 @@ class Replica:
         if any(self._votes.get((b"P", v, pp.seq), pp.digest) != pp.digest for pp in pps):
             return  # signed other proposals for this view before a restart: let the view pass
         for pp in pps:
-            self._may_sign(b"P", v, pp.seq, pp.digest, encode(pp))
+            self._may_sign(b"P", v, pp.seq, pp.digest, encode(pp, check=False))
         sigs = tuple(pp.signature for pp in pps)
         nv = NewView.sign(self._id, self.cfg.chain_id, v, chosen, sigs, self.me)
         self._out.append(Broadcast(encode(nv)))
@@ -945,7 +945,7 @@ class Replica:
             except InvalidCertificate as exc:
                 self._suspect(sender, "bad-certificate", f"block {block.height}: {exc}")
                 return
-            self._commit_block(block, encode(block), cb.certificate)
+            self._commit_block(block, encode(block, check=False), cb.certificate)
         # Slots above may now be complete.
         self._retry_deferred()
         self._check_prepared(self.committed_height + 1)
