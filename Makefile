@@ -28,9 +28,13 @@ devnet: $(STAMP)
 	@test -d devnet || $(BIN)/creditnet testnet --nodes 4 --dir devnet
 	@echo "creditnet: testnet written to ./devnet; the node daemon (creditnet run/devnet) is not built yet"
 
+sim: $(STAMP)
+	$(BIN)/python -m bench.simulate_many --seeds $(or $(SEEDS),10000) --nodes 4,7
+
 bench: $(STAMP)
 	$(BIN)/python -m bench.codec
 	$(BIN)/python -m bench.storage
+	$(BIN)/python -m bench.replica
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -130,14 +130,9 @@ def measure_empty(n: int, seconds: float) -> float:
 
 def make_txs(count: int) -> list[bytes]:
     agency = Identity(b"\x42" * 32)
-    return [
-        encode(
-            Transaction.sign(
-                agency, CHAIN, RecordCommitment((CommitmentEntry(h256(b"%d" % i), h256(b"d")),)), i
-            )
-        )
-        for i in range(count)
-    ]
+    entries = [CommitmentEntry(h256(b"%d" % i), h256(b"d")) for i in range(count)]
+    bodies = [RecordCommitment((e,)) for e in entries]
+    return [encode(Transaction.sign(agency, CHAIN, body, i)) for i, body in enumerate(bodies)]
 
 
 def measure_txs(
