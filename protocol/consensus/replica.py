@@ -249,7 +249,16 @@ class Replica:
         if timer is TimerKind.VIEW:
             self._view_timer_armed = False
             if self.in_view_change:
-                self._start_view_change(self.vc_target + 1)
+                # PBFT: move on to the next view only once 2f+1 replicas (self included) are
+                # changing views too; a replica alone re-sends its view change and waits, so it
+                # is where the others will be when they time out.
+                joined = sum(1 for vc in self._vc_latest.values() if vc.new_view >= self.vc_target)
+                if joined >= self.cfg.quorum:
+                    self._start_view_change(self.vc_target + 1)
+                else:
+                    self._send_view_change(self.vc_target)
+                    self._view_timer_armed = True
+                    self._out.append(SetTimer(TimerKind.VIEW, self._now + self._view_timeout()))
             elif self._has_work():
                 self._start_view_change(self.view + 1)
         elif timer is TimerKind.BATCH:
@@ -514,8 +523,10 @@ class Replica:
         self._check_committed(vote.height)
 
     def _check_committed(self, seq: int) -> None:
+        # 2f+1 signed commits for the digest make the block final even where this replica
+        # missed the prepares: they are a commit certificate, the same proof catch-up accepts.
         slot = self._slots.get(seq)
-        if slot is None or not slot.prepared or slot.committed_local or slot.preprepare is None:
+        if slot is None or slot.committed_local or slot.preprepare is None:
             return
         digest = slot.preprepare.digest
         if sum(1 for v in slot.commits.values() if v.block_hash == digest) < self.cfg.quorum:
@@ -528,7 +539,7 @@ class Replica:
             seq = self.committed_height + 1
             slot = self._slots.get(seq)
             if slot is None or not slot.committed_local or slot.preprepare is None:
-                return
+                break
             pp = slot.preprepare
             votes = sorted(
                 (v for v in slot.commits.values() if v.block_hash == pp.digest),
@@ -536,6 +547,7 @@ class Replica:
             )[: self.cfg.quorum]
             cert = CommitCertificate.from_votes(votes)
             self._commit_block(pp.block, slot.block_bytes, cert)
+        self._check_prepared(self.committed_height + 1)
 
     def _commit_block(self, block: Block, block_bytes: bytes, cert: CommitCertificate) -> None:
         """Release one final block (the next height) and forget what it settles."""
@@ -696,6 +708,8 @@ class Replica:
         self._out.append(Broadcast(encode(vc)))
 
     def _on_view_change(self, sender: int, vc: ViewChange) -> None:
+        if vc.committed_height < self.committed_height:
+            self._serve_lagging(sender, vc.committed_height + 1)
         if vc.new_view <= self.view:
             if vc.new_view == self.view and self._new_view and self.primary == self.me:
                 self._out.append(Send(sender, encode(self._new_view)))  # it missed the NewView
