@@ -656,7 +656,6 @@ class Replica:
 
     def _retransmit(self) -> None:
         """Re-send this replica's own messages for unfinished work (the network may lose them)."""
-        self._served.clear()
         if self.in_view_change:
             self._send_view_change(self.vc_target)
         else:
@@ -921,14 +920,24 @@ class Replica:
             self._out.append(Send(source, req))
 
     def _serve_lagging(self, sender: int, seq: int) -> None:
-        """A peer still voting on a height we committed is behind: send it the blocks."""
-        if seq <= self.committed_height and self._served.get(sender, 0) < seq:
-            self._served[sender] = self.committed_height
-            self._out.append(
-                ServeBlocks(
-                    sender, seq, min(self.committed_height, seq + MAX_BLOCKS_PER_RESPONSE - 1)
-                )
+        """A peer still voting on a height we committed is behind: send it the blocks.
+
+        Its votes lie within its window, so its own committed height is at least
+        ``seq - window``; serving from there covers whatever it lacks. At most once per
+        retransmit interval per peer (the peer's retransmissions bring us back here).
+        """
+        if seq > self.committed_height:
+            return
+        last = self._served.get(sender)
+        if last is not None and self._now - last < self.cfg.retransmit_ms:
+            return
+        self._served[sender] = self._now
+        start = max(1, seq - self.cfg.window)
+        self._out.append(
+            ServeBlocks(
+                sender, start, min(self.committed_height, start + MAX_BLOCKS_PER_RESPONSE - 1)
             )
+        )
 
     def _on_block_request(self, sender: int, req: BlockRequest) -> None:
         if req.from_height > self.committed_height:
