@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 from protocol.block import Block, CommitCertificate, CommitVote, InvalidCertificate, make_header
 from protocol.codec import CodecError, Message, decode, encode
+from protocol.consensus.checkpoints import CheckpointLog
 from protocol.consensus.config import ReplicaConfig
 from protocol.consensus.events import (
     Broadcast,
@@ -52,6 +53,15 @@ from protocol.consensus.events import (
     TimerKind,
     ViewEntered,
 )
+from protocol.consensus.journal import (
+    MAX_CONSENSUS_MESSAGE_BYTES,
+    VC_TARGET_KEY,
+    VIEW_KEY,
+    load_journal,
+    proof_key,
+    u64,
+    vote_key,
+)
 from protocol.consensus.messages import (
     MAX_BLOCKS_PER_RESPONSE,
     BlockRequest,
@@ -63,27 +73,13 @@ from protocol.consensus.messages import (
     PrePrepare,
     ViewChange,
 )
+from protocol.consensus.proposal import OK, WAIT, judge_block
 from protocol.consensus.viewchange import (
     check_preprepare_signature,
     check_view_change,
     select_reproposals,
 )
 from protocol.crypto import Identity, h256
-
-MAX_CONSENSUS_MESSAGE_BYTES = 64 << 20
-_VOTE = b"v/"
-_PROOF = b"proof/"
-_VIEW = b"view"
-_VC_TARGET = b"vc-target"
-
-
-def _u64(n: int) -> bytes:
-    return n.to_bytes(8, "big")
-
-
-def vote_key(kind: bytes, view: int, seq: int) -> bytes:
-    """Persist key of the replica's own signature of ``kind`` (b"P", b"p", b"c") at a slot."""
-    return _VOTE + kind + _u64(view) + _u64(seq)
 
 
 @dataclass
@@ -144,8 +140,7 @@ class Replica:
         self._proofs: dict[int, PreparedProof] = {}
         self._vc_latest: dict[int, ViewChange] = {}
         self._new_view: NewView | None = None
-        self._checkpoints: dict[int, dict[int, Checkpoint]] = {}
-        self._stable_checkpoint = 0
+        self._checkpoints = CheckpointLog(config.quorum, config.f, config.checkpoint_interval)
         self._fetch_until = 0
         self._ahead_votes: dict[int, int] = {}
         self._served: dict[int, int] = {}
@@ -193,28 +188,11 @@ class Replica:
     # --- restart -----------------------------------------------------------------------------
 
     def _restore(self, r: RestoredState) -> None:
-        own_pps: list[PrePrepare] = []
-        for key, value in r.persisted.items():
-            if key == _VIEW:
-                self.view = int.from_bytes(value, "big")
-            elif key == _VC_TARGET:
-                self.vc_target = int.from_bytes(value, "big")
-            elif key.startswith(_VOTE) and len(key) == len(_VOTE) + 17:
-                kind = key[len(_VOTE) : len(_VOTE) + 1]
-                view = int.from_bytes(key[-16:-8], "big")
-                seq = int.from_bytes(key[-8:], "big")
-                if kind == b"P":
-                    pp = decode(value, PrePrepare, max_bytes=MAX_CONSENSUS_MESSAGE_BYTES)
-                    self._votes[(kind, view, seq)] = pp.digest
-                    own_pps.append(pp)
-                else:
-                    self._votes[(kind, view, seq)] = value
-            elif key.startswith(_PROOF):
-                proof = decode(value, PreparedProof, max_bytes=MAX_CONSENSUS_MESSAGE_BYTES)
-                if proof.preprepare.seq > self.committed_height:
-                    self._proofs[proof.preprepare.seq] = proof
+        j = load_journal(r.persisted, self.committed_height)
+        self.view, self.vc_target = j.view, j.vc_target
+        self._votes, self._proofs = j.votes, j.proofs
         self.in_view_change = self.vc_target > self.view
-        self._deferred = {pp.seq: pp for pp in own_pps if pp.view == self.view}
+        self._deferred = {pp.seq: pp for pp in j.own_preprepares if pp.view == self.view}
         own = [seq for (kind, view, seq) in self._votes if kind == b"P" and view == self.view]
         if own:
             self._next_seq = max(self._next_seq, max(own) + 1)
@@ -368,46 +346,23 @@ class Replica:
                 if seq <= self.committed_height or pp.view != self.view or self.in_view_change:
                     del self._deferred[seq]
                     continue
-                verdict = self._judge_block(pp)
-                if verdict == "wait":
+                verdict = judge_block(
+                    self.cfg,
+                    pp,
+                    prev=self._hashes.get(pp.seq - 1),
+                    executed_height=self.executed_height,
+                    app_hashes=self._app_hashes,
+                    now_ms=self._now,
+                    tx_check=self._tx_check,
+                )
+                if verdict == WAIT:
                     continue
                 del self._deferred[seq]
-                if verdict != "ok":
+                if verdict != OK:
                     self._suspect(pp.replica, "bad-block", verdict)
                     continue
                 self._accept_preprepare(pp, own=False)
                 progress = True
-
-    def _judge_block(self, pp: PrePrepare) -> str:
-        """ "ok", "wait" (needs an earlier block or execution first), or why the block is bad."""
-        b, hd = pp.block, pp.block.header
-        prev = self._hashes.get(pp.seq - 1)
-        if prev is None:
-            return "wait"
-        if hd.chain_id != self.cfg.chain_id:
-            return "block of another chain"
-        if hd.view != pp.view or hd.proposer != self.cfg.validators[pp.replica]:
-            return "block header names another view or proposer"
-        if hd.prev_hash != prev[0]:
-            return f"block {pp.seq} does not extend the chain"
-        if hd.time_ms < prev[1] or hd.time_ms > self._now + self.cfg.max_clock_skew_ms:
-            return f"block time {hd.time_ms} outside [{prev[1]}, now + skew]"
-        if hd.app_height > self.executed_height:
-            return "wait"
-        claimed = self._app_hashes.get(hd.app_height)
-        if claimed is None:
-            return f"app_height {hd.app_height} is too old"
-        if claimed != hd.app_hash:
-            return f"app hash at {hd.app_height} differs from ours"
-        if len(b.txs) > self.cfg.max_batch_txs:
-            return f"{len(b.txs)} transactions exceed {self.cfg.max_batch_txs}"
-        if sum(len(t) for t in b.txs) > self.cfg.max_block_bytes:
-            return "block exceeds max_block_bytes"
-        if len({h256(t) for t in b.txs}) != len(b.txs):
-            return "a transaction appears twice in the block"
-        if self._tx_check is not None and not all(self._tx_check(t) for t in b.txs):
-            return "block holds an invalid transaction"
-        return "ok"
 
     def _accept_preprepare(self, pp: PrePrepare, *, own: bool) -> None:
         slot = self._slots.setdefault(pp.seq, Slot())
@@ -491,7 +446,7 @@ class Replica:
                 return
             slot.prepared = True
             self._proofs[seq] = proof
-            self._out.append(Persist(_PROOF + _u64(seq), encode(proof, check=False)))
+            self._out.append(Persist(proof_key(seq), encode(proof, check=False)))
             vote = CommitVote.sign(self._id, self.cfg.chain_id, pp.view, seq, pp.digest)
             self._out.append(Broadcast(encode(vote)))
             slot.commits[vote.validator] = vote
@@ -570,7 +525,7 @@ class Replica:
         self._deferred.pop(seq, None)
         if seq in self._proofs:
             del self._proofs[seq]
-            self._out.append(Persist(_PROOF + _u64(seq), None))
+            self._out.append(Persist(proof_key(seq), None))
         for key in [k for k in self._votes if k[2] <= seq]:
             del self._votes[key]
             self._out.append(Persist(vote_key(*key), None))
@@ -688,7 +643,7 @@ class Replica:
         self.vc_target = new_view
         self._batch_timer_armed = False
         self._out.append(CancelTimer(TimerKind.BATCH))
-        self._out.append(Persist(_VC_TARGET, _u64(new_view)))
+        self._out.append(Persist(VC_TARGET_KEY, u64(new_view)))
         self._send_view_change(new_view)
         self._view_timer_armed = True
         self._out.append(SetTimer(TimerKind.VIEW, self._now + self._view_timeout()))
@@ -821,7 +776,7 @@ class Replica:
             del self._hashes[stale]
         if base > self.committed_height:
             self._hashes[base] = (base_hash, 0)
-        self._out.append(Persist(_VIEW, _u64(v)))
+        self._out.append(Persist(VIEW_KEY, u64(v)))
         self._out.append(ViewEntered(v, self.cfg.primary(v)))
         self._view_timer_armed = False
         self._out.append(CancelTimer(TimerKind.VIEW))
@@ -842,7 +797,7 @@ class Replica:
         """Proofs above the new view's re-proposals can never be re-proposed: drop them."""
         for seq in [s for s in self._proofs if s > top and s not in self._slots]:
             del self._proofs[seq]
-            self._out.append(Persist(_PROOF + _u64(seq), None))
+            self._out.append(Persist(proof_key(seq), None))
 
     # --- checkpoints and catch-up ------------------------------------------------------------
 
@@ -850,45 +805,21 @@ class Replica:
         if cp.replica != sender:
             self._suspect(sender, "impersonation", "checkpoint names another replica")
             return
-        if cp.seq % self.cfg.checkpoint_interval or cp.seq <= self._stable_checkpoint:
+        if not self._checkpoints.wants(cp):
             return
-        if self.cfg.verify_signatures and not cp.verify(
-            self.cfg.chain_id, self.cfg.validators[sender]
-        ):
+        key = self.cfg.validators[sender]
+        if self.cfg.verify_signatures and not cp.verify(self.cfg.chain_id, key):
             self._suspect(sender, "bad-signature", "checkpoint")
             return
         self._add_checkpoint(cp)
 
     def _add_checkpoint(self, cp: Checkpoint) -> None:
-        # Keep one (the newest) checkpoint per replica: bounded memory whatever peers send.
-        for seq, by in list(self._checkpoints.items()):
-            if cp.replica in by and seq < cp.seq:
-                del by[cp.replica]
-            if not by:
-                del self._checkpoints[seq]
-        self._checkpoints.setdefault(cp.seq, {})[cp.replica] = cp
-        group = self._checkpoints[cp.seq]
-        same = [
-            c for c in group.values() if (c.block_hash, c.app_hash) == (cp.block_hash, cp.app_hash)
-        ]
-        if len(same) >= self.cfg.quorum and self._app_hashes.get(cp.seq) == cp.app_hash:
-            self._stable_checkpoint = cp.seq
-            for seq in [s for s in self._checkpoints if s <= cp.seq]:
-                del self._checkpoints[seq]
-        elif cp.seq in self._app_hashes and self._app_hashes[cp.seq] != cp.app_hash:
+        outcome = self._checkpoints.add(cp, self._app_hashes, self.committed_height)
+        if outcome.diverged:
             self._suspect(cp.replica, "state-divergence", f"app hash at {cp.seq} differs from ours")
-        above = [
-            c
-            for by in self._checkpoints.values()
-            for c in by.values()
-            if c.seq > self.committed_height
-        ]
-        if len({c.replica for c in above}) > self.cfg.f:
-            target = sorted((c.seq for c in above), reverse=True)[self.cfg.f]
-            if target > self.committed_height:
-                src = next(c.replica for c in above if c.seq >= target)
-                self._fetch_until = max(self._fetch_until, target)
-                self._request_blocks(src, target)
+        if outcome.behind_to > self.committed_height:
+            self._fetch_until = max(self._fetch_until, outcome.behind_to)
+            self._request_blocks(outcome.source, outcome.behind_to)
 
     def _note_ahead(self, sender: int, seq: int) -> None:
         """Votes above our window from f+1 replicas mean we are behind: fetch what we lack."""
