@@ -62,9 +62,7 @@ def synthetic_blocks(w: Workload) -> Iterator[Block]:
     rng = random.Random(w.seed)
     for height in range(1, w.blocks + 1):
         body = rng.randbytes(w.txs_per_block * w.tx_bytes)
-        txs = [
-            h256(body[i * w.tx_bytes : (i + 1) * w.tx_bytes]) for i in range(w.txs_per_block)
-        ]
+        txs = [h256(body[i * w.tx_bytes : (i + 1) * w.tx_bytes]) for i in range(w.txs_per_block)]
         changes: dict[bytes, bytes | None] = {b"rec/" + tx[:16]: tx for tx in txs}
         for _ in range(ACCOUNT_UPDATES_PER_BLOCK):
             changes[b"acct/%06d" % rng.randrange(ACCOUNTS)] = rng.randbytes(16)
