@@ -592,7 +592,8 @@ class Replica:
         elif not busy and self._view_timer_armed:
             self._view_timer_armed = False
             self._out.append(CancelTimer(TimerKind.VIEW))
-        if self.is_primary and not self._batch_timer_armed and self._queue:
+        window_open = self._next_seq <= self.committed_height + self.cfg.window
+        if self.is_primary and not self._batch_timer_armed and self._queue and window_open:
             self._batch_timer_armed = True
             self._out.append(SetTimer(TimerKind.BATCH, self._now + self.cfg.batch_wait_ms))
         if (
