@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from protocol.block import MAX_VALIDATORS, Block, CommitCertificate, CommitVote
+from protocol.block import MAX_VALIDATORS, Block, CommitCertificate
 from protocol.codec import (
     Hash32,
     InvalidMessage,
@@ -240,22 +240,3 @@ class BlockResponse(Message):
         heights = [b.block.height for b in self.blocks]
         if heights and heights != list(range(heights[0], heights[0] + len(heights))):
             raise InvalidMessage("BlockResponse.blocks: heights must be consecutive")
-
-
-def sign_preprepare_for(
-    identity: Identity, chain_id: str, view: int, block: Block, replica: int
-) -> bytes:
-    """The signature a new primary puts in a NewView for re-proposing ``block`` in ``view``."""
-    return PrePrepare.sign(identity, chain_id, view, block, replica).signature
-
-
-ConsensusMessage = (
-    PrePrepare
-    | Prepare
-    | CommitVote
-    | Checkpoint
-    | ViewChange
-    | NewView
-    | BlockRequest
-    | BlockResponse
-)

@@ -75,6 +75,7 @@ from protocol.consensus.messages import (
 )
 from protocol.consensus.proposal import OK, WAIT, judge_block
 from protocol.consensus.viewchange import (
+    Reproposals,
     check_preprepare_signature,
     check_view_change,
     select_reproposals,
@@ -711,9 +712,7 @@ class Replica:
         sigs = tuple(pp.signature for pp in pps)
         nv = NewView.sign(self._id, self.cfg.chain_id, v, chosen, sigs, self.me)
         self._out.append(Broadcast(encode(nv)))
-        self._enter_view(
-            nv, plan.base_height, plan.base_hash, plan.blocks, sigs, plan.base_certificate
-        )
+        self._enter_view(nv, plan)
 
     def _on_new_view(self, sender: int, nv: NewView) -> None:
         # Never go back below a view this replica has asked to move to.
@@ -746,25 +745,11 @@ class Replica:
                 return
         if plan.base_certificate is not None and plan.base_height > self.committed_height:
             self._learn_certified(plan.base_certificate, None)
-        self._enter_view(
-            nv,
-            plan.base_height,
-            plan.base_hash,
-            plan.blocks,
-            nv.preprepare_signatures,
-            plan.base_certificate,
-        )
+        self._enter_view(nv, plan)
 
-    def _enter_view(
-        self,
-        nv: NewView,
-        base: int,
-        base_hash: bytes,
-        blocks: tuple[Block, ...],
-        sigs: tuple[bytes, ...],
-        base_cert: CommitCertificate | None,
-    ) -> None:
-        v = nv.view
+    def _enter_view(self, nv: NewView, plan: Reproposals) -> None:
+        """Start view ``nv.view``: take up the re-proposals, signed in ``nv``, from its base."""
+        v, base = nv.view, plan.base_height
         self.view = v
         self.in_view_change = False
         self.vc_target = v
@@ -776,13 +761,13 @@ class Replica:
         for stale in [h for h in self._hashes if h > self.committed_height]:
             del self._hashes[stale]
         if base > self.committed_height:
-            self._hashes[base] = (base_hash, 0)
+            self._hashes[base] = (plan.base_hash, 0)
         self._out.append(Persist(VIEW_KEY, u64(v)))
         self._out.append(ViewEntered(v, self.cfg.primary(v)))
         self._view_timer_armed = False
         self._out.append(CancelTimer(TimerKind.VIEW))
         top = base
-        for block, sig in zip(blocks, sigs, strict=True):
+        for block, sig in zip(plan.blocks, nv.preprepare_signatures, strict=True):
             top = block.height
             if block.height <= self.committed_height:
                 continue
