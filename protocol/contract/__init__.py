@@ -1,0 +1,1 @@
+"""The built-in credit contract: ledger rules every node executes identically."""
