@@ -67,6 +67,21 @@ TAG_TABLE: dict[int, str] = {
     0x46: "PreparedProof",
     0x47: "BlockRequest",
     0x48: "BlockResponse",
+    # node-to-node transport (framing of consensus streams, gossip payloads)
+    0x50: "StreamFrame",
+    0x51: "StreamAck",
+    0x52: "TxBatch",
+    # ledger state: values the built-in credit contract stores (protocol/contract/state.py)
+    0x60: "Account",
+    0x61: "ClientRegistration",
+    0x62: "SubjectRegistration",
+    0x63: "ConsentDecision",
+    0x64: "CommittedRecord",
+    0x65: "SeenRequest",
+    0x66: "AuditEntry",
+    0x67: "TxResult",
+    0x68: "ValidatorVote",
+    0x69: "ApprovedValidatorChange",
 }
 _TAG_BY_NAME = {name: tag for tag, name in TAG_TABLE.items()}
 if len(_TAG_BY_NAME) != len(TAG_TABLE):  # pragma: no cover - guards edits to the table

@@ -1,0 +1,58 @@
+"""What nodes put on the wire around consensus messages and transactions.
+
+Consensus messages travel on one long-lived stream per (sender, receiver) pair. Each payload is
+wrapped in a :class:`StreamFrame` numbered within the sender's *session* (a random number drawn at
+process start): the receiver drops a frame it has already delivered in that session and answers
+with a cumulative :class:`StreamAck`, and the sender resends what is unacknowledged after a
+reconnect. A new session (the sender restarted) resets the numbering. On the stream every frame is
+``u32be(length) || encoded message``, at most ``MAX_FRAME_BYTES`` long.
+
+Transactions are spread by gossip in :class:`TxBatch` messages, never one message per transaction.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from protocol.codec import MAX_MESSAGE_BYTES, InvalidMessage, MaxItems, MaxLen, Message, message
+
+MAX_FRAME_BYTES = MAX_MESSAGE_BYTES
+"""Largest frame (length prefix excluded) on a consensus stream."""
+FRAME_OVERHEAD = 64
+"""Upper bound of what a StreamFrame adds around its payload."""
+MAX_PAYLOAD_BYTES = MAX_FRAME_BYTES - FRAME_OVERHEAD
+MAX_BATCH_TXS = 2000
+TX_BATCH_MAX_BYTES = 512 * 1024
+"""A gossip TxBatch stays below this (gossip messages are best kept small)."""
+
+
+@message("StreamFrame")
+class StreamFrame(Message):
+    """One consensus message, numbered ``seq`` (from 1) within the sender's ``session``."""
+
+    session: int
+    seq: int
+    payload: Annotated[bytes, MaxLen(MAX_PAYLOAD_BYTES)]
+
+    def check(self) -> None:
+        if self.seq == 0:
+            raise InvalidMessage("StreamFrame.seq: numbering starts at 1")
+
+
+@message("StreamAck")
+class StreamAck(Message):
+    """Every frame of ``session`` up to ``seq`` was received."""
+
+    session: int
+    seq: int
+
+
+@message("TxBatch")
+class TxBatch(Message):
+    """Transactions (exact encoded bytes) a node admitted, spread to its peers by gossip."""
+
+    txs: Annotated[tuple[Annotated[bytes, MaxLen(64 * 1024)], ...], MaxItems(MAX_BATCH_TXS)]
+
+    def check(self) -> None:
+        if not self.txs:
+            raise InvalidMessage("TxBatch.txs: must not be empty")
