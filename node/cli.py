@@ -60,6 +60,41 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    from node.config import ConfigError
+    from node.daemon import NodeError
+    from node.runner import run
+    from node.storage import StorageError
+
+    try:
+        run(Path(args.home))
+    except (ConfigError, NodeError, StorageError, KeyFileError) as exc:
+        raise UsageError(str(exc)) from exc
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from node.devnet import http_json
+
+    try:
+        status = http_json(args.node.rstrip("/") + "/v1/status", timeout=10)
+    except (OSError, RuntimeError) as exc:
+        raise UsageError(f"{args.node}: {exc}") from exc
+    print(json.dumps(status, indent=2))
+    return 0
+
+
+def _cmd_devnet(args: argparse.Namespace) -> int:
+    from node.devnet import devnet
+
+    if not 1 <= args.nodes <= 64:
+        raise UsageError(f"--nodes must be 1..64, got {args.nodes}")
+    try:
+        return devnet(Path(args.dir), args.nodes, args.records)
+    except (TestnetError, KeyFileError) as exc:
+        raise UsageError(str(exc)) from exc
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="creditnet",
@@ -74,6 +109,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chain-id", default="creditnet-local")
     p.add_argument("--base-port", type=int, default=DEFAULT_BASE_PORT)
     p.set_defaults(func=_cmd_testnet)
+
+    p = sub.add_parser("run", help="run one node in the foreground until SIGINT/SIGTERM")
+    p.add_argument("--home", required=True, help="the node's directory (config.toml, keys)")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("status", help="print a node's status (GET /v1/status)")
+    p.add_argument("--node", required=True, help="the node's API URL, http://host:port")
+    p.set_defaults(func=_cmd_status)
+
+    p = sub.add_parser("devnet", help="a local consortium with sample data, until Ctrl-C")
+    p.add_argument("--nodes", type=int, default=4)
+    p.add_argument("--dir", default="devnet", help="testnet directory (created if missing)")
+    p.add_argument("--records", type=int, default=40, help="sample records to commit")
+    p.set_defaults(func=_cmd_devnet)
 
     p = sub.add_parser("keygen", help="create a key for a query user or a subject")
     p.add_argument("--out", required=True, help="key file to create (mode 0600)")

@@ -150,13 +150,16 @@ class BlockStore:
         *,
         tx_hashes: Sequence[bytes],
         state_changes: Mapping[bytes, bytes | None],
+        consensus_deletes: Iterable[bytes] = (),
         sync: bool | None = None,
     ) -> bytes:
         """Store block ``height`` = latest + 1 and apply its state changes in one atomic batch.
 
         ``tx_hashes[i]`` is indexed as ``(height, i)`` (a hash seen again later points at the later
         block: the ledger rules refuse replays). ``state_changes`` maps application keys to new
-        values, None deleting. ``sync`` (default: the store's) makes the batch durable before
+        values, None deleting. ``consensus_deletes`` names consensus records made obsolete by this
+        block (dropped in the same batch, so a crash never loses a vote before its block is
+        stored). ``sync`` (default: the store's) makes the batch durable before
         returning. Returns the new app hash.
         """
         expected = self._latest_height + 1
@@ -176,7 +179,7 @@ class BlockStore:
             (schema.tx_key(tx), schema.encode_tx_location(height, i))
             for i, tx in enumerate(tx_hashes)
         ]
-        deletes: list[bytes] = []
+        deletes: list[bytes] = [schema.consensus_key(name) for name in consensus_deletes]
         for key, value in state_changes.items():
             if value is None:
                 deletes.append(schema.state_key(key))
@@ -228,6 +231,15 @@ class BlockStore:
     def consensus_items(self, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
         """Consensus records ``(name, value)`` under ``prefix``, in name order (for recovery)."""
         return _strip(self._backend.iterate(schema.consensus_key(prefix)), len(schema.CONSENSUS))
+
+    def write_consensus(
+        self, changes: Mapping[bytes, bytes | None], *, sync: bool | None = None
+    ) -> None:
+        """Apply many consensus record puts (None deletes) in one batch; synced unless the store
+        was opened unsynced (tests) or ``sync`` says otherwise."""
+        puts = [(schema.consensus_key(k), v) for k, v in changes.items() if v is not None]
+        deletes = [schema.consensus_key(k) for k, v in changes.items() if v is None]
+        self._backend.write(puts, deletes, sync=self.sync if sync is None else sync)
 
     def delete_consensus(self, names: Iterable[bytes]) -> None:
         """Drop consensus records that a stable checkpoint made obsolete (synced)."""

@@ -24,7 +24,10 @@ class ReplicaConfig:
     view_timeout_ms: int = 2000
     view_timeout_max_ms: int = 60000
     max_batch_txs: int = 1000
+    """Most transactions a block may hold (chain-wide: backups refuse more)."""
     max_block_bytes: int = 1 << 20
+    propose_batch_txs: int = 0
+    """Most transactions this replica puts in its own proposals (node-local); 0: max_batch_txs."""
     batch_wait_ms: int = 20
     empty_block_interval_ms: int = 0
     """0: the primary proposes only when there are transactions."""
@@ -41,6 +44,13 @@ class ReplicaConfig:
             raise ValueError("validator keys must be distinct")
         if self.window < 1 or self.checkpoint_interval < 1:
             raise ValueError("window and checkpoint_interval must be positive")
+
+    @property
+    def batch_limit(self) -> int:
+        """Transactions per own proposal."""
+        if self.propose_batch_txs:
+            return min(self.propose_batch_txs, self.max_batch_txs)
+        return self.max_batch_txs
 
     @property
     def n(self) -> int:

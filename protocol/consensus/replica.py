@@ -168,6 +168,11 @@ class Replica:
     def pending_count(self) -> int:
         return len(self._pending)
 
+    @property
+    def catching_up(self) -> bool:
+        """True while the replica fetches certified blocks it lacks."""
+        return self._fetch_until > self.committed_height
+
     def handle(self, event: Event) -> list[Output]:
         """Process one event; return what the driver must do, in order."""
         self._out = []
@@ -221,7 +226,7 @@ class Replica:
                 break
             self._pending[h] = tx
             self._queue[h] = tx
-        if self.is_primary and len(self._queue) >= self.cfg.max_batch_txs:
+        if self.is_primary and len(self._queue) >= self.cfg.batch_limit:
             self._propose()
 
     def _on_timer(self, timer: TimerKind) -> None:
@@ -549,7 +554,7 @@ class Replica:
             txs: list[bytes] = []
             size = 0
             for tx in self._queue.values():
-                if len(txs) >= self.cfg.max_batch_txs or size + len(tx) > self.cfg.max_block_bytes:
+                if len(txs) >= self.cfg.batch_limit or size + len(tx) > self.cfg.max_block_bytes:
                     break
                 txs.append(tx)
                 size += len(tx)

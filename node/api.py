@@ -1,0 +1,294 @@
+"""The HTTP/JSON API: FastAPI, served by hypercorn's trio worker in the node's own trio loop.
+
+Every error is ``{"error": "<code>", "detail": "<what is wrong>"}`` with a 4xx status for the
+caller's mistakes (400 malformed input, 404 unknown, 413 body too large, 422 refused by a rule)
+and 503 with ``Retry-After`` when the node is overloaded (mempool full). Request bodies are read
+with a size limit before any parsing; binary values travel as lowercase hex.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING, Annotated, Any
+
+import trio
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from node.mempool import Admission
+from node.tasks import TaskStatus
+from protocol.block import Block, CommitCertificate
+from protocol.codec import CodecError, decode
+from protocol.contract import views
+from protocol.crypto import h256
+from protocol.transactions import MAX_TX_BYTES, decode_tx
+
+if TYPE_CHECKING:
+    from node.daemon import Node
+
+log = logging.getLogger("creditnet.api")
+
+MAX_TXS_PER_REQUEST = 5000
+
+
+class ApiError(Exception):
+    """An error answered as ``{"error": code, "detail": detail}`` with ``status``."""
+
+    def __init__(self, status: int, code: str, detail: str, headers: dict[str, str] | None = None):
+        super().__init__(detail)
+        self.status, self.code, self.detail, self.headers = status, code, detail, headers
+
+
+class TxSubmission(BaseModel):
+    """One signed transaction (``tx``) or a batch (``txs``), as hex of its canonical bytes."""
+
+    tx: str | None = Field(default=None, description="hex of one encoded signed transaction")
+    txs: list[str] | None = Field(default=None, description="hex of many encoded transactions")
+
+
+def _error(status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> Any:
+    return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
+
+
+def _hex(value: str, what: str, max_bytes: int) -> bytes:
+    if len(value) > 2 * max_bytes:
+        raise ApiError(413, "too_large", f"{what}: more than {max_bytes} bytes")
+    try:
+        return bytes.fromhex(value)
+    except ValueError:
+        raise ApiError(400, "bad_hex", f"{what}: not a hex string") from None
+
+
+def _admission_json(a: Admission) -> dict[str, Any]:
+    out: dict[str, Any] = {"hash": a.tx_hash.hex(), "status": a.status}
+    if a.code:
+        out["error"] = a.code
+        out["detail"] = a.detail
+    return out
+
+
+def block_json(block: Block, cert: CommitCertificate | None) -> dict[str, Any]:
+    h = block.header
+    return {
+        "height": h.height,
+        "hash": block.hash.hex(),
+        "header": {
+            "chain_id": h.chain_id,
+            "height": h.height,
+            "time_ms": h.time_ms,
+            "prev_hash": h.prev_hash.hex(),
+            "tx_root": h.tx_root.hex(),
+            "app_height": h.app_height,
+            "app_hash": h.app_hash.hex(),
+            "view": h.view,
+            "proposer": h.proposer.hex(),
+        },
+        "num_txs": len(block.txs),
+        "tx_hashes": [h256(t).hex() for t in block.txs],
+        "certificate": None
+        if cert is None
+        else {
+            "block_hash": cert.block_hash.hex(),
+            "signers": sorted(v.validator for v in cert.votes),
+        },
+    }
+
+
+def build_app(node: Node) -> FastAPI:
+    """The FastAPI application of ``node``."""
+    app = FastAPI(
+        title="creditnet node API",
+        version="1",
+        description="One credit-reporting agency's node: ledger status, blocks, transactions.",
+    )
+    cfg = node.config.api
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> Any:
+        return _error(exc.status, exc.code, exc.detail, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Any:
+        parts = []
+        for e in exc.errors()[:5]:
+            loc = ".".join(str(x) for x in e.get("loc", ()))
+            parts.append(f"{loc}: {e.get('msg', 'invalid')}")
+        return _error(400, "invalid_request", "; ".join(parts) or "invalid request")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Any:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return _error(exc.status_code, code, str(exc.detail))
+
+    @app.middleware("http")
+    async def _limits(request: Request, call_next: Any) -> Any:
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > cfg.max_body_bytes):
+            return _error(413, "too_large", f"request body above {cfg.max_body_bytes} bytes")
+        route = request.url.path.split("/")[2] if request.url.path.startswith("/v1/") else "other"
+        wait = request.query_params.get("wait") == "commit"
+        limit = (cfg.wait_commit_timeout_ms if wait else cfg.request_timeout_ms) / 1000
+        response = None
+        with trio.move_on_after(limit + 1):
+            response = await call_next(request)
+        if response is None:
+            response = _error(504, "timeout", f"request took longer than {limit:.1f} s")
+        node.metrics.api_requests.labels(route, str(response.status_code)).inc()
+        return response
+
+    async def read_json(request: Request) -> Any:
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > cfg.max_body_bytes:
+                raise ApiError(413, "too_large", f"request body above {cfg.max_body_bytes} bytes")
+        try:
+            return json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ApiError(400, "bad_json", f"request body is not JSON: {exc}") from None
+
+    @app.get("/v1/status", summary="Chain, consensus and peer status of this node")
+    async def status() -> dict[str, Any]:
+        return node.status()
+
+    @app.get("/v1/blocks/{ref}", summary="A committed block by height, or `latest`")
+    async def get_block(ref: str) -> dict[str, Any]:
+        store = node.store
+        if ref == "latest":
+            height = store.latest_height
+        elif ref.isdigit() and len(ref) < 20:
+            height = int(ref)
+        else:
+            raise ApiError(400, "bad_height", f"{ref!r}: expected a height or 'latest'")
+        raw = store.block(height) if height > 0 else None
+        if raw is None:
+            raise ApiError(
+                404, "no_block", f"no block at height {height} (latest is {store.latest_height})"
+            )
+        raw_cert = store.certificate(height)
+        cert = decode(raw_cert, CommitCertificate) if raw_cert else None
+        return block_json(decode(raw, Block), cert)
+
+    @app.get("/v1/txs/{tx_hash}", summary="A transaction's status and ledger outcome")
+    async def get_tx(tx_hash: str) -> dict[str, Any]:
+        h = _hex(tx_hash, "tx hash", 32)
+        if len(h) != 32:
+            raise ApiError(400, "bad_hash", "a tx hash is 32 bytes (64 hex characters)")
+        return tx_json(node, h)
+
+    @app.post(
+        "/v1/txs",
+        summary="Submit one signed transaction or a batch; ?wait=commit waits for the commit",
+        openapi_extra={
+            "requestBody": {
+                "content": {"application/json": {"schema": TxSubmission.model_json_schema()}},
+                "required": True,
+            }
+        },
+    )
+    async def post_txs(
+        request: Request,
+        wait: Annotated[str | None, Query(description="`commit`: answer once committed")] = None,
+    ) -> Any:
+        if wait not in (None, "commit"):
+            raise ApiError(400, "bad_wait", f"wait={wait!r}: only wait=commit is supported")
+        doc = await read_json(request)
+        try:
+            sub = TxSubmission.model_validate(doc)
+        except ValueError as exc:
+            raise ApiError(400, "invalid_request", str(exc).splitlines()[0]) from None
+        single = sub.tx is not None
+        if single == (sub.txs is not None):
+            raise ApiError(400, "invalid_request", "send exactly one of 'tx' or 'txs'")
+        items = [sub.tx] if sub.tx is not None else list(sub.txs or [])
+        if not items:
+            raise ApiError(400, "invalid_request", "'txs' is empty")
+        if len(items) > MAX_TXS_PER_REQUEST:
+            raise ApiError(
+                413,
+                "too_many",
+                f"{len(items)} transactions; at most {MAX_TXS_PER_REQUEST} a request",
+            )
+        txs = [_hex(x, f"txs[{i}]", MAX_TX_BYTES) for i, x in enumerate(items)]
+        results = await node.submit(txs)
+        if single and results[0].status == "refused":
+            r = results[0]
+            if r.code == "mempool_full":
+                raise ApiError(503, r.code, r.detail, {"Retry-After": "1"})
+            raise ApiError(422 if r.code != "malformed" else 400, r.code, r.detail)
+        if all(r.code == "mempool_full" for r in results):
+            raise ApiError(503, "mempool_full", results[0].detail, {"Retry-After": "1"})
+        if wait == "commit":
+            await wait_all(node, [r.tx_hash for r in results if r.ok])
+            out = [tx_json(node, r.tx_hash) if r.ok else _admission_json(r) for r in results]
+            code = 200
+        else:
+            out = [_admission_json(r) for r in results]
+            code = 202
+        return JSONResponse(out[0] if single else {"results": out}, status_code=code)
+
+    return app
+
+
+async def wait_all(node: Node, hashes: list[bytes]) -> None:
+    async with trio.open_nursery() as nursery:
+        for h in hashes:
+            nursery.start_soon(node.executor.wait_committed, h)
+
+
+def tx_json(node: Node, h: bytes) -> dict[str, Any]:
+    """Status of tx ``h``: committed (with height, index, ok, code, detail) or pending."""
+    loc = node.store.tx_location(h)
+    if loc is not None:
+        height, index = loc
+        out: dict[str, Any] = {
+            "hash": h.hex(),
+            "status": "committed",
+            "height": height,
+            "index": index,
+        }
+        result = views.tx_result(node.store_state, h)
+        if result is not None:
+            out["ok"] = result.ok
+            if not result.ok:
+                out["error"] = result.code
+                out["detail"] = result.detail
+        return out
+    if h in node.mempool:
+        return {"hash": h.hex(), "status": "pending"}
+    raise ApiError(404, "unknown_tx", f"transaction {h.hex()} is neither committed nor pending")
+
+
+def _kind(tx: bytes) -> str:
+    try:
+        return decode_tx(tx).kind
+    except CodecError:
+        return "?"
+
+
+async def serve_api(
+    node: Node, host: str, port: int, *, task_status: TaskStatus[int] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Serve the API on ``host:port`` until cancelled; reports the bound port."""
+    hc = HypercornConfig()
+    hc.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    hc.accesslog = None
+    hc.errorlog = logging.getLogger("creditnet.api.server")
+    hc.graceful_timeout = 1.0
+    hc.keep_alive_timeout = 30
+    hc.h11_max_incomplete_size = 64 * 1024
+    app = build_app(node)
+
+    async def started(*, task_status: TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
+        await serve(app, hc, task_status=task_status)  # type: ignore[arg-type]
+
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(started)
+        bound = int(binds[0].rsplit(":", 1)[1]) if binds else port
+        task_status.started(bound)

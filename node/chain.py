@@ -1,0 +1,174 @@
+"""Execution of committed blocks: the contract over the stored state, then one synced batch.
+
+The replica releases blocks strictly in height order; :class:`Executor` applies each one's
+transactions with the credit contract (:func:`protocol.contract.rules.execute_block`), and writes
+block, certificate, tx index, state changes, the new app hash and the consensus records the block
+made obsolete in one atomic batch. The work runs in a worker thread so the node keeps answering
+peers and clients meanwhile (LevelDB's fsync releases the GIL). A transaction that breaks a ledger
+rule is a failed outcome recorded on the ledger with its reason; it never stops the node.
+
+After each block the executor reports ``Executed(height, app_hash)`` to the driver (which feeds it
+to the replica: the app hash goes into later block headers) and wakes whoever waits on the block's
+transactions.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import trio
+
+from node.mempool import Mempool
+from node.metrics import NodeMetrics
+from node.storage import BlockStore
+from protocol.block import Block, CommitCertificate
+from protocol.codec import encode
+from protocol.contract.rules import BlockOutcome, TxOutcome, execute_block
+from protocol.genesis import Genesis
+
+log = logging.getLogger("creditnet.chain")
+
+RECENT_OUTCOMES = 200_000
+
+
+@dataclass(frozen=True)
+class CommittedWork:
+    """One block for the executor, with consensus records it makes obsolete."""
+
+    block: Block
+    block_bytes: bytes
+    certificate: CommitCertificate
+    consensus_deletes: tuple[bytes, ...] = ()
+
+
+@dataclass
+class _Waiter:
+    event: trio.Event = field(default_factory=trio.Event)
+    count: int = 0
+
+
+class Executor:
+    """Executes and stores committed blocks in order (see module doc)."""
+
+    def __init__(
+        self,
+        store: BlockStore,
+        genesis: Genesis,
+        mempool: Mempool,
+        metrics: NodeMetrics,
+        on_executed: Callable[[int, bytes], None],
+    ) -> None:
+        self.store = store
+        self.genesis = genesis
+        self.mempool = mempool
+        self.metrics = metrics
+        self._on_executed = on_executed
+        self._queue: deque[CommittedWork] = deque()
+        self._wake = trio.Event()
+        self._waiters: dict[bytes, _Waiter] = {}
+        self._height_event = trio.Event()
+        self._recent: OrderedDict[bytes, tuple[int, int, TxOutcome]] = OrderedDict()
+        self._last_commit: float | None = None
+        self.failed: BaseException | None = None
+
+    @property
+    def height(self) -> int:
+        return self.store.latest_height
+
+    @property
+    def backlog(self) -> int:
+        return len(self._queue)
+
+    def push(self, work: CommittedWork) -> None:
+        """Queue a block the replica committed (called by the driver; never blocks)."""
+        self._queue.append(work)
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Execute queued blocks forever. A storage failure is fatal: it propagates and stops
+        the node (continuing would fork this node's state from the others')."""
+        while True:
+            while not self._queue:
+                self._wake = trio.Event()
+                await self._wake.wait()
+            work = self._queue.popleft()
+            if work.block.height <= self.store.latest_height:
+                continue  # already stored (a re-delivered block after catch-up)
+            started = time.monotonic()
+            app_hash, outcome = await trio.to_thread.run_sync(self._execute, work)
+            self._after_commit(work.block, app_hash, outcome, started)
+
+    def _execute(self, work: CommittedWork) -> tuple[bytes, BlockOutcome]:
+        block = work.block
+        outcome = execute_block(self.genesis, StoredState(self.store), block)
+        app_hash = self.store.commit_block(
+            block.height,
+            block.hash,
+            work.block_bytes,
+            encode(work.certificate, check=False),
+            tx_hashes=[o.tx_hash for o in outcome.outcomes],
+            state_changes=outcome.changes,
+            consensus_deletes=work.consensus_deletes,
+        )
+        return app_hash, outcome
+
+    def _after_commit(
+        self, block: Block, app_hash: bytes, outcome: BlockOutcome, started: float
+    ) -> None:
+        now = time.monotonic()
+        m = self.metrics
+        m.store_commit_seconds.observe(now - started)
+        m.executed_height.set(block.height)
+        m.txs_committed.inc(len(outcome.outcomes))
+        m.block_txs.observe(len(outcome.outcomes))
+        for o in outcome.outcomes:
+            if not o.ok:
+                m.txs_failed.labels(o.code).inc()
+        if self._last_commit is not None:
+            m.block_interval.observe(now - self._last_commit)
+        self._last_commit = now
+        hashes = [o.tx_hash for o in outcome.outcomes]
+        self.mempool.committed(hashes)
+        for i, o in enumerate(outcome.outcomes):
+            self._recent[o.tx_hash] = (block.height, i, o)
+            waiter = self._waiters.pop(o.tx_hash, None)
+            if waiter is not None:
+                waiter.event.set()
+        while len(self._recent) > RECENT_OUTCOMES:
+            self._recent.popitem(last=False)
+        self._height_event.set()
+        self._height_event = trio.Event()
+        self._on_executed(block.height, app_hash)
+
+    def outcome(self, tx_hash: bytes) -> tuple[int, int, TxOutcome] | None:
+        """(height, index, outcome) of a recently committed tx (None: not recent, or pending)."""
+        return self._recent.get(tx_hash)
+
+    async def wait_committed(self, tx_hash: bytes) -> None:
+        """Return once ``tx_hash`` is committed here (the caller bounds the wait)."""
+        if tx_hash in self._recent or self.store.tx_location(tx_hash) is not None:
+            return
+        waiter = self._waiters.setdefault(tx_hash, _Waiter())
+        waiter.count += 1
+        try:
+            await waiter.event.wait()
+        finally:
+            waiter.count -= 1
+            if waiter.count == 0 and not waiter.event.is_set():
+                self._waiters.pop(tx_hash, None)
+
+    async def wait_height(self, height: int) -> None:
+        """Return once block ``height`` is stored."""
+        while self.store.latest_height < height:
+            await self._height_event.wait()
+
+
+class StoredState:
+    """The committed application state of a store, as the contract reads it."""
+
+    def __init__(self, store: BlockStore) -> None:
+        self.get = store.state_get

@@ -1,0 +1,232 @@
+"""The driver: the one trio task that owns the replica.
+
+Everything else reaches the replica through :meth:`Driver.post` (network messages, admitted
+transactions, executed heights); timers are deadlines the driver keeps itself. Each round it takes
+every event that is ready, hands each to ``Replica.handle`` stamped with the wall clock, and then
+carries out the outputs: first every :class:`Persist` of the round in one synced write -- so no
+message leaves before the signature it carries is on disk -- then sends, timers, committed blocks
+(to the executor) and suspicions (counted, logged). Deleting consensus records is deferred to the
+commit batch of the next stored block, so a crash never drops a vote before its block is stored.
+
+A peer's message that makes the replica raise would be a bug in the replica; the driver logs it,
+counts it as a bad message and carries on rather than letting one peer stop the node.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+
+import trio
+
+from node.chain import CommittedWork, Executor
+from node.metrics import NodeMetrics
+from node.network import PeerNetwork
+from node.storage import BlockStore
+from node.tasks import TaskStatus
+from protocol.block import Block, CommitCertificate
+from protocol.codec import decode, encode
+from protocol.consensus.events import (
+    Broadcast,
+    CancelTimer,
+    Committed,
+    Event,
+    Executed,
+    Output,
+    Persist,
+    Receive,
+    Send,
+    ServeBlocks,
+    SetTimer,
+    Start,
+    Submit,
+    Suspicion,
+    TimerFired,
+    TimerKind,
+    ViewEntered,
+)
+from protocol.consensus.messages import BlockResponse, CommittedBlock
+from protocol.consensus.replica import Replica
+
+log = logging.getLogger("creditnet.consensus")
+
+INBOX_SIZE = 100_000
+MAX_EVENTS_PER_ROUND = 512
+SUSPICION_LOG_INTERVAL_S = 10.0
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Driver:
+    """Owns one :class:`Replica` (see module doc)."""
+
+    def __init__(
+        self,
+        replica: Replica,
+        store: BlockStore,
+        network: PeerNetwork,
+        executor: Executor,
+        metrics: NodeMetrics,
+        *,
+        sync_chunk_bytes: int,
+    ) -> None:
+        self.replica = replica
+        self.store = store
+        self.network = network
+        self.executor = executor
+        self.metrics = metrics
+        self.sync_chunk_bytes = sync_chunk_bytes
+        self._send, self._recv = trio.open_memory_channel[Event](INBOX_SIZE)
+        self._timers: dict[TimerKind, int] = {}
+        self._pending_deletes: list[bytes] = []
+        self._views_entered = 0
+        self._suspicion_logged: dict[tuple[int, str], float] = {}
+        self.dropped_events = 0
+
+    # --- inputs ---------------------------------------------------------------------------
+
+    def post(self, event: Event) -> bool:
+        """Queue an event for the replica; False (counted) if the inbox is full."""
+        try:
+            self._send.send_nowait(event)
+            return True
+        except trio.WouldBlock:
+            self.dropped_events += 1
+            self.metrics.p2p_bad_messages.labels("inbox_full").inc()
+            return False
+
+    def on_peer_message(self, sender: int, data: bytes) -> None:
+        self.post(Receive(0, sender, data))
+
+    def submit(self, txs: tuple[bytes, ...]) -> None:
+        if txs:
+            self.post(Submit(0, txs))
+
+    def on_executed(self, height: int, app_hash: bytes) -> None:
+        self.post(Executed(0, height, app_hash))
+
+    # --- the loop -------------------------------------------------------------------------
+
+    async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Drive the replica until cancelled."""
+        await self._carry_out(self.replica.handle(Start(now_ms())))
+        task_status.started()
+        while True:
+            events: list[Event] = []
+            deadline = self._next_deadline()
+            with trio.move_on_at(deadline):
+                first = await self._recv.receive()
+                events.append(first)
+            while len(events) < MAX_EVENTS_PER_ROUND:
+                try:
+                    item = self._recv.receive_nowait()
+                except trio.WouldBlock:
+                    break
+                events.append(item)
+            outputs: list[Output] = []
+            t = now_ms()
+            for kind, at in list(self._timers.items()):
+                if at <= t:
+                    del self._timers[kind]
+                    outputs += self._handle(TimerFired(t, kind))
+            for ev in events:
+                outputs += self._handle(_stamp(ev, now_ms()))
+            await self._carry_out(outputs)
+
+    def _handle(self, event: Event) -> list[Output]:
+        try:
+            return self.replica.handle(event)
+        except Exception:
+            log.exception("replica failed on %s; event dropped", type(event).__name__)
+            self.metrics.p2p_bad_messages.labels("replica_error").inc()
+            return []
+
+    def _next_deadline(self) -> float:
+        if not self._timers:
+            return math.inf
+        at = min(self._timers.values())
+        return trio.current_time() + max(0.0, (at - now_ms()) / 1000)
+
+    async def _carry_out(self, outputs: list[Output]) -> None:
+        puts: dict[bytes, bytes | None] = {}
+        for out in outputs:
+            if isinstance(out, Persist):
+                if out.value is None:
+                    puts.pop(out.key, None)
+                    self._pending_deletes.append(out.key)
+                else:
+                    puts[out.key] = out.value
+        if puts:
+            await trio.to_thread.run_sync(self.store.write_consensus, puts)
+        r = self.replica
+        for out in outputs:
+            if isinstance(out, Send):
+                self.network.send(out.to, out.data)
+            elif isinstance(out, Broadcast):
+                self.network.broadcast(out.data)
+            elif isinstance(out, SetTimer):
+                self._timers[out.timer] = out.at_ms
+            elif isinstance(out, CancelTimer):
+                self._timers.pop(out.timer, None)
+            elif isinstance(out, Committed):
+                deletes, self._pending_deletes = tuple(self._pending_deletes), []
+                self.executor.push(
+                    CommittedWork(out.block, out.block_bytes, out.certificate, deletes)
+                )
+            elif isinstance(out, ServeBlocks):
+                self._serve_blocks(out)
+            elif isinstance(out, Suspicion):
+                self._suspicion(out)
+            elif isinstance(out, ViewEntered):
+                self._views_entered += 1
+                if self._views_entered > 1:
+                    self.metrics.view_changes.inc()
+                log.info("view %d entered, primary %d", out.view, out.primary)
+        m = self.metrics
+        m.height.set(r.committed_height)
+        m.view.set(r.view)
+        m.is_primary.set(1 if r.is_primary else 0)
+        m.sync_syncing.set(1 if r.catching_up else 0)
+
+    def _serve_blocks(self, req: ServeBlocks) -> None:
+        """Answer a peer's catch-up request from storage, one chunk of at most sync_chunk_bytes."""
+        top = min(req.to_height, self.store.latest_height)
+        blocks: list[CommittedBlock] = []
+        size = 0
+        for height in range(max(1, req.from_height), top + 1):
+            raw_block = self.store.block(height)
+            raw_cert = self.store.certificate(height)
+            if raw_block is None or raw_cert is None:
+                break
+            if blocks and size + len(raw_block) + len(raw_cert) > self.sync_chunk_bytes:
+                break
+            blocks.append(
+                CommittedBlock(decode(raw_block, Block), decode(raw_cert, CommitCertificate))
+            )
+            size += len(raw_block) + len(raw_cert)
+        if blocks:
+            self.network.send(req.to, encode(BlockResponse(tuple(blocks)), check=False), "sync")
+
+    def _suspicion(self, s: Suspicion) -> None:
+        self.metrics.suspicions.labels(s.kind).inc()
+        now = time.monotonic()
+        key = (s.peer, s.kind)
+        if now - self._suspicion_logged.get(key, -1e9) >= SUSPICION_LOG_INTERVAL_S:
+            self._suspicion_logged[key] = now
+            log.warning("validator %d: %s: %s", s.peer, s.kind, s.detail)
+
+
+def _stamp(ev: Event, t: int) -> Event:
+    """The event with the driver's clock (events are queued before they are stamped)."""
+    if isinstance(ev, Receive):
+        return Receive(t, ev.sender, ev.data)
+    if isinstance(ev, Submit):
+        return Submit(t, ev.txs)
+    if isinstance(ev, Executed):
+        return Executed(t, ev.height, ev.app_hash)
+    if isinstance(ev, TimerFired):
+        return TimerFired(t, ev.timer)
+    return Start(t)

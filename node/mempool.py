@@ -1,0 +1,195 @@
+"""The mempool: admitted transactions waiting to be committed.
+
+Admission (for a client's transactions and for those gossiped by peers alike): size limit,
+decode, envelope signature (and a query entry's request signature) checked in a worker thread
+(Ed25519 releases the GIL), refusal of a transaction already committed, dedupe by hash, and
+bounds on count and bytes -- beyond them a clear ``mempool_full`` refusal (the API answers 503
+with Retry-After). The replica orders what was admitted; the mempool forgets a transaction when
+its block is executed, recording the time from admission to commit.
+
+The mempool also remembers which hashes it verified, so checking a proposed block costs a hash
+lookup per transaction instead of a signature verification.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import trio
+
+from node.metrics import NodeMetrics
+from protocol.contract.admission import TxRejected, check_tx
+from protocol.crypto import h256
+
+VERIFY_CHUNK = 256
+"""Transactions verified per worker-thread call."""
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What happened to one submitted transaction."""
+
+    tx_hash: bytes
+    status: str
+    """``accepted`` (new), ``pending`` (already in the mempool), ``committed`` (already on the
+    ledger) or ``refused``."""
+    code: str = ""
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "refused"
+
+
+@dataclass
+class _Entry:
+    tx: bytes
+    admitted_at: float
+    local: bool
+    gossiped_at: float
+
+
+class Mempool:
+    """Pending transactions of one node (see module doc). Owned by the node's trio loop."""
+
+    def __init__(
+        self,
+        chain_id: str,
+        *,
+        max_txs: int,
+        max_bytes: int,
+        metrics: NodeMetrics,
+        is_committed: Callable[[bytes], bool],
+        verify_limiter: trio.CapacityLimiter | None = None,
+    ) -> None:
+        self.chain_id = chain_id
+        self.max_txs = max_txs
+        self.max_bytes = max_bytes
+        self.metrics = metrics
+        self._is_committed = is_committed
+        self._entries: OrderedDict[bytes, _Entry] = OrderedDict()
+        self._bytes = 0
+        self._verified: OrderedDict[bytes, None] = OrderedDict()
+        self._limiter = verify_limiter or trio.CapacityLimiter(2)
+        metrics.mempool_capacity.set(max_txs)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def size_bytes(self) -> int:
+        return self._bytes
+
+    def __contains__(self, tx_hash: bytes) -> bool:
+        return tx_hash in self._entries
+
+    def is_full(self) -> bool:
+        return len(self._entries) >= self.max_txs or self._bytes >= self.max_bytes
+
+    async def admit(self, txs: Sequence[bytes], *, local: bool) -> list[Admission]:
+        """Check and keep ``txs``; one :class:`Admission` per input, in order."""
+        hashes = [h256(tx) for tx in txs]
+        out: list[Admission | None] = [None] * len(txs)
+        todo: list[int] = []
+        for i, (_tx, h) in enumerate(zip(txs, hashes, strict=True)):
+            if h in self._entries:
+                out[i] = Admission(h, "pending")
+            elif self._is_committed(h):
+                out[i] = Admission(h, "committed")
+            else:
+                todo.append(i)
+        verdicts: list[tuple[str, str] | None] = []
+        for start in range(0, len(todo), VERIFY_CHUNK):
+            part = [txs[i] for i in todo[start : start + VERIFY_CHUNK]]
+            verdicts += await trio.to_thread.run_sync(self._check_many, part, limiter=self._limiter)
+        now = time.monotonic()
+        for i, verdict in zip(todo, verdicts, strict=True):
+            h = hashes[i]
+            if verdict is not None:
+                out[i] = Admission(h, "refused", *verdict)
+                self.metrics.mempool_refused.labels(verdict[0]).inc()
+                continue
+            if h in self._entries:  # admitted meanwhile (gossip and client at once)
+                out[i] = Admission(h, "pending")
+                continue
+            if self.is_full():
+                out[i] = Admission(
+                    h,
+                    "refused",
+                    "mempool_full",
+                    f"the mempool holds {len(self._entries)} transactions "
+                    f"({self._bytes} bytes), its limit; retry later",
+                )
+                self.metrics.mempool_refused.labels("mempool_full").inc()
+                continue
+            self._entries[h] = _Entry(txs[i], now, local, now)
+            self._bytes += len(txs[i])
+            self._remember_verified(h)
+            out[i] = Admission(h, "accepted")
+        self._update_gauges()
+        return [a for a in out if a is not None]
+
+    def _check_many(self, txs: list[bytes]) -> list[tuple[str, str] | None]:
+        """Worker thread: stateless checks of each transaction."""
+        verdicts: list[tuple[str, str] | None] = []
+        for tx in txs:
+            try:
+                check_tx(self.chain_id, tx)
+                verdicts.append(None)
+            except TxRejected as exc:
+                verdicts.append((exc.code, exc.detail))
+        return verdicts
+
+    def _remember_verified(self, h: bytes) -> None:
+        self._verified[h] = None
+        while len(self._verified) > 4 * self.max_txs:
+            self._verified.popitem(last=False)
+
+    def tx_check(self, tx: bytes) -> bool:
+        """The replica's check of a proposed transaction: known-good, or verified now."""
+        h = h256(tx)
+        if h in self._verified:
+            return True
+        try:
+            check_tx(self.chain_id, tx)
+        except TxRejected:
+            return False
+        self._remember_verified(h)
+        return True
+
+    def committed(self, tx_hashes: Iterable[bytes]) -> None:
+        """Forget transactions that a block just committed; record their commit latency."""
+        now = time.monotonic()
+        for h in tx_hashes:
+            entry = self._entries.pop(h, None)
+            if entry is not None:
+                self._bytes -= len(entry.tx)
+                self.metrics.commit_latency.observe(now - entry.admitted_at)
+        self._update_gauges()
+
+    def stale_local(self, older_than_s: float, limit: int) -> list[bytes]:
+        """Local transactions gossiped longer than ``older_than_s`` ago (gossip may have lost
+        them); marks them as gossiped now."""
+        now = time.monotonic()
+        out: list[bytes] = []
+        for entry in self._entries.values():
+            if len(out) >= limit:
+                break
+            if entry.local and now - entry.gossiped_at >= older_than_s:
+                entry.gossiped_at = now
+                out.append(entry.tx)
+        return out
+
+    def _update_gauges(self) -> None:
+        self.metrics.mempool_size.set(len(self._entries))
+        self.metrics.mempool_bytes.set(self._bytes)
+
+
+class TxRefused(Exception):
+    """Raised by callers that turn a refused admission into an API error."""
+
+
+__all__ = ["Admission", "Mempool", "TxRejected"]

@@ -1,0 +1,192 @@
+"""The node's Prometheus metrics: one :class:`NodeMetrics` per node, on its own registry.
+
+No module-global collectors: a node builds its ``NodeMetrics`` and passes it to the parts that
+count things (network, driver, mempool, API), so two nodes in one process (tests) never mix their
+figures. ``serve_metrics`` exposes the registry on the metrics port in Prometheus's text format.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import trio
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from node.tasks import TaskStatus
+
+log = logging.getLogger("creditnet.metrics")
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+INTERVAL_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0)
+
+
+class NodeMetrics:
+    """Every metric a node exports, registered on ``self.registry``."""
+
+    def __init__(self, *, process: bool = True) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        if process:
+            ProcessCollector(registry=r)
+            PlatformCollector(registry=r)
+        p = "creditnet_"
+        self.height = Gauge(
+            p + "consensus_height", "Height of the last committed block.", registry=r
+        )
+        self.executed_height = Gauge(
+            p + "consensus_executed_height",
+            "Height of the last executed and stored block.",
+            registry=r,
+        )
+        self.view = Gauge(p + "consensus_view", "Current PBFT view.", registry=r)
+        self.is_primary = Gauge(
+            p + "consensus_is_primary", "1 if this node leads the view.", registry=r
+        )
+        self.validators = Gauge(p + "consensus_validators", "Validators in the set.", registry=r)
+        self.view_changes = Counter(
+            p + "consensus_view_changes", "Views entered after the first.", registry=r
+        )
+        self.block_interval = Histogram(
+            p + "consensus_block_interval_seconds",
+            "Time between consecutive commits.",
+            buckets=INTERVAL_BUCKETS,
+            registry=r,
+        )
+        self.commit_latency = Histogram(
+            p + "consensus_commit_latency_seconds",
+            "Time from a transaction's admission at this node to its commit.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.block_txs = Histogram(
+            p + "consensus_block_txs",
+            "Transactions per committed block.",
+            buckets=(0, 1, 10, 50, 100, 250, 500, 1000, 2000),
+            registry=r,
+        )
+        self.txs_committed = Counter(
+            p + "consensus_txs_committed", "Transactions committed (executed).", registry=r
+        )
+        self.txs_failed = Counter(
+            p + "consensus_txs_failed",
+            "Committed transactions that failed a ledger rule.",
+            ["code"],
+            registry=r,
+        )
+        self.mempool_size = Gauge(p + "consensus_mempool_size", "Transactions pending.", registry=r)
+        self.mempool_bytes = Gauge(
+            p + "consensus_mempool_bytes", "Bytes of pending transactions.", registry=r
+        )
+        self.mempool_capacity = Gauge(
+            p + "consensus_mempool_capacity", "Most transactions the mempool keeps.", registry=r
+        )
+        self.mempool_refused = Counter(
+            p + "mempool_refused", "Transactions refused at admission.", ["reason"], registry=r
+        )
+        self.peers = Gauge(p + "consensus_peers", "Validators connected to this node.", registry=r)
+        self.p2p_messages = Counter(
+            p + "consensus_p2p_messages",
+            "Peer messages by direction and kind.",
+            ["direction", "kind"],
+            registry=r,
+        )
+        self.p2p_bad_messages = Counter(
+            p + "consensus_p2p_bad_messages",
+            "Peer input refused, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.p2p_dropped = Counter(
+            p + "p2p_dropped_frames",
+            "Outbound consensus frames dropped (peer too far behind).",
+            registry=r,
+        )
+        self.sync_syncing = Gauge(
+            p + "consensus_sync_syncing",
+            "1 while the node is fetching blocks it lacks.",
+            registry=r,
+        )
+        self.suspicions = Counter(
+            p + "consensus_suspicions",
+            "Peer misbehaviour seen by the replica, by kind.",
+            ["kind"],
+            registry=r,
+        )
+        self.api_requests = Counter(
+            p + "api_requests",
+            "HTTP API requests by route and status.",
+            ["route", "status"],
+            registry=r,
+        )
+        self.store_commit_seconds = Histogram(
+            p + "storage_commit_seconds",
+            "Time to execute and store one block (synced).",
+            buckets=INTERVAL_BUCKETS,
+            registry=r,
+        )
+
+
+def exposition(metrics: NodeMetrics) -> bytes:
+    """The registry in Prometheus's text exposition format."""
+    return generate_latest(metrics.registry)
+
+
+async def serve_metrics(
+    metrics: NodeMetrics,
+    host: str,
+    port: int,
+    *,
+    task_status: TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``GET /metrics`` on ``host:port`` until cancelled; reports the bound port.
+
+    A minimal HTTP/1.1 responder on trio sockets: one request per connection, any path other than
+    /metrics is 404, a client that sends nothing in 10 s is dropped. Errors of one connection are
+    logged and never stop the server.
+    """
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    bound = listeners[0].socket.getsockname()[1]
+    task_status.started(bound)
+
+    async def handle(stream: trio.SocketStream) -> None:
+        try:
+            with trio.move_on_after(10):
+                data = b""
+                while b"\r\n\r\n" not in data and len(data) < 8192:
+                    chunk = await stream.receive_some(4096)
+                    if not chunk:
+                        return
+                    data += chunk
+                line = data.split(b"\r\n", 1)[0].split()
+                if len(line) >= 2 and line[0] == b"GET" and line[1].split(b"?")[0] == b"/metrics":
+                    body, status, ctype = exposition(metrics), b"200 OK", CONTENT_TYPE_LATEST
+                else:
+                    body, status, ctype = (
+                        b"not found: try /metrics\n",
+                        b"404 Not Found",
+                        "text/plain",
+                    )
+                head = (
+                    b"HTTP/1.1 "
+                    + status
+                    + b"\r\nContent-Type: "
+                    + ctype.encode()
+                    + b"\r\nContent-Length: "
+                    + str(len(body)).encode()
+                    + b"\r\nConnection: close\r\n\r\n"
+                )
+                await stream.send_all(head + body)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            log.debug("metrics connection failed: %s", exc)
+        finally:
+            await stream.aclose()
+
+    await trio.serve_listeners(handle, listeners)

@@ -1,0 +1,539 @@
+"""The peer-to-peer layer: a py-libp2p host that only talks to the genesis validators.
+
+What it guarantees the driver, and why (see ``shared/notes/py-libp2p.md`` for the library's
+measured behaviour):
+
+- **Security**: Noise is the only security transport offered, Yamux the only muxer, so a plaintext
+  or TLS-only peer cannot connect. libp2p has no PeerID gate, so membership is checked three
+  times: a connection notifee closes connections from keys outside the validator set, every
+  stream handler refuses them, and the gossip validator drops their messages.
+- **Consensus messages** go on one long-lived stream per peer (our own framing, at most
+  ``p2p.max_frame_bytes``), each numbered within this process's random session, acknowledged
+  cumulatively and resent after a reconnect (:mod:`protocol.wire`). :meth:`PeerNetwork.send`
+  never blocks: a peer that falls far behind loses its oldest unacknowledged frames (counted) and
+  the replica's own retransmission and catch-up repair the rest.
+- **Transactions** spread by gossipsub v1.1 in batches (:class:`~protocol.wire.TxBatch`), tuned as
+  the notes say: spam protection off (we rate-limit per peer ourselves), 1 s heartbeat, seqno
+  counter from ``time_ns``. Gossip is best effort; the mempool re-gossips what stays pending.
+- **Containment**: every handler, validator and notifee catches everything a peer can cause. A
+  bad frame is counted in ``creditnet_consensus_p2p_bad_messages_total{reason}``, logged at most
+  once per peer per interval, and its stream reset -- the host keeps running.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import multiaddr
+import trio
+from libp2p import new_host
+from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
+from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
+from libp2p.custom_types import TProtocol
+from libp2p.identity_utils import create_identity_from_seed
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import PeerInfo
+from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, GossipSub
+from libp2p.pubsub.pubsub import Pubsub
+from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
+from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
+from libp2p.stream_muxer.yamux.yamux import Yamux
+from libp2p.tools.anyio_service import background_trio_service
+
+from node.framing import FrameBuffer, FrameTooLarge, frame
+from node.metrics import NodeMetrics
+from node.tasks import TaskStatus
+from protocol.codec import CodecError, decode, encode
+from protocol.crypto import Identity, peer_id
+from protocol.wire import (
+    MAX_BATCH_TXS,
+    MAX_FRAME_BYTES,
+    TX_BATCH_MAX_BYTES,
+    StreamAck,
+    StreamFrame,
+    TxBatch,
+)
+
+log = logging.getLogger("creditnet.p2p")
+
+CONSENSUS_PROTOCOL = TProtocol("/creditnet/consensus/1.0.0")
+MAX_UNACKED_FRAMES = 20_000
+MAX_UNACKED_BYTES = 64 << 20
+WRITE_CHUNK_BYTES = 256 * 1024
+BAD_LOG_INTERVAL_S = 10.0
+READ_CHUNK = 1 << 16
+
+
+def tx_topic(chain_id: str) -> str:
+    return f"/creditnet/{chain_id}/txs/1"
+
+
+@dataclass(frozen=True)
+class PeerAddress:
+    """A validator to dial: its index, libp2p ID and dial address."""
+
+    index: int
+    peer: ID
+    addr: multiaddr.Multiaddr
+
+
+@dataclass
+class _Outbound:
+    """Frames for one peer not yet acknowledged, in sequence order."""
+
+    frames: deque[tuple[int, bytes]] = field(default_factory=deque)
+    bytes: int = 0
+    next_seq: int = 1
+    sent_upto: int = 0
+    wake: trio.Event = field(default_factory=trio.Event)
+    connected: bool = False
+
+
+class _TokenBucket:
+    """``rate`` messages per second with a burst of one second's worth."""
+
+    def __init__(self, rate: int) -> None:
+        self.rate = float(rate)
+        self.tokens = float(rate)
+        self.stamp = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.rate, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+class _Gate(INotifee):
+    """Closes connections from peers outside the validator set as soon as they are up."""
+
+    def __init__(self, net: PeerNetwork) -> None:
+        self._net = net
+
+    async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
+        return None
+
+    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
+        return None
+
+    async def connected(self, network: INetwork, conn: INetConn) -> None:
+        try:
+            remote = conn.muxed_conn.peer_id
+            if self._net.index_of(remote) is None:
+                self._net.bad(
+                    str(remote),
+                    "unknown_peer",
+                    "connection from a key outside the validator set closed",
+                )
+                self._net.spawn(_close_quietly, conn)
+            else:
+                self._net.refresh_peers()
+        except Exception as exc:  # a notifee must never raise into the swarm
+            log.warning("connection gate failed: %r", exc)
+
+    async def disconnected(self, network: INetwork, conn: INetConn) -> None:
+        try:
+            self._net.refresh_peers()
+        except Exception as exc:
+            log.warning("disconnect bookkeeping failed: %r", exc)
+
+    async def listen(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
+        return None
+
+    async def listen_close(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
+        return None
+
+
+async def _close_quietly(conn: INetConn) -> None:
+    try:
+        await conn.close()
+    except Exception as exc:
+        log.debug("closing a refused connection: %r", exc)
+
+
+async def _reset_quietly(stream: INetStream) -> None:
+    try:
+        await stream.reset()
+    except Exception as exc:
+        log.debug("resetting a stream: %r", exc)
+
+
+class PeerNetwork:
+    """The node's libp2p host, consensus links and transaction gossip (see module doc)."""
+
+    def __init__(
+        self,
+        *,
+        identity: Identity,
+        chain_id: str,
+        validators: Sequence[bytes],
+        me: int,
+        listen: str,
+        peers: Sequence[PeerAddress],
+        metrics: NodeMetrics,
+        on_message: Callable[[int, bytes], None],
+        on_txs: Callable[[int, tuple[bytes, ...]], None],
+        max_frame_bytes: int = MAX_FRAME_BYTES,
+        backoff_ms: tuple[int, int] = (500, 30_000),
+        max_msgs_per_peer_per_s: int = 2000,
+        gossip_heartbeat_s: float = 1.0,
+    ) -> None:
+        self.identity = identity
+        self.chain_id = chain_id
+        self.me = me
+        self.metrics = metrics
+        self._on_message = on_message
+        self._on_txs = on_txs
+        self.max_frame_bytes = max_frame_bytes
+        self._backoff = backoff_ms
+        self._rate = max_msgs_per_peer_per_s
+        self._index: dict[str, int] = {peer_id(k): i for i, k in enumerate(validators)}
+        self._index.pop(peer_id(validators[me]), None)
+        self._listen = multiaddr.Multiaddr(listen)
+        self._peers = {p.index: p for p in peers if p.index != me}
+        self._out: dict[int, _Outbound] = {i: _Outbound() for i in self._index.values()}
+        self._session = secrets.randbits(63) | 1
+        self._inbound: dict[int, tuple[int, int]] = {}
+        """peer -> (session, last delivered seq) of the frames it sends us."""
+        self._buckets: dict[int, _TokenBucket] = {}
+        self._bad_logged: dict[tuple[str, str], float] = {}
+        self._gossip_out: list[bytes] = []
+        self._gossip_bytes = 0
+        self._gossip_wake = trio.Event()
+        self._nursery: trio.Nursery | None = None
+        self._host: IHost | None = None
+        self._pubsub: Pubsub | None = None
+        self._heartbeat = gossip_heartbeat_s
+        self.connected_peers: set[int] = set()
+        self.listen_addrs: list[str] = []
+
+    # --- lookups ------------------------------------------------------------------------------
+
+    def index_of(self, remote: ID) -> int | None:
+        """The validator index of ``remote``, or None for a stranger (and for ourselves)."""
+        return self._index.get(remote.to_base58())
+
+    def refresh_peers(self) -> None:
+        host = self._host
+        if host is None:
+            return
+        up = set()
+        for pid, conns in host.get_network().get_connections_map().items():
+            i = self.index_of(pid)
+            if i is not None and conns:
+                up.add(i)
+        self.connected_peers = up
+        self.metrics.peers.set(len(up))
+
+    def spawn(self, fn: Callable[..., Any], *args: Any) -> None:
+        if self._nursery is not None:
+            self._nursery.start_soon(fn, *args)
+
+    def bad(self, peer: str, reason: str, detail: str) -> None:
+        """Count a peer's bad input; log it at most once per peer and reason per interval."""
+        self.metrics.p2p_bad_messages.labels(reason).inc()
+        now = time.monotonic()
+        key = (peer, reason)
+        if now - self._bad_logged.get(key, -1e9) >= BAD_LOG_INTERVAL_S:
+            self._bad_logged[key] = now
+            log.warning("bad input from peer %s: %s (%s)", peer, reason, detail)
+
+    # --- sending ------------------------------------------------------------------------------
+
+    def send(self, to: int, payload: bytes, kind: str = "consensus") -> None:
+        """Queue ``payload`` for validator ``to``; never blocks (see module doc)."""
+        out = self._out.get(to)
+        if out is None:
+            return
+        seq = out.next_seq
+        out.next_seq += 1
+        data = frame(encode(StreamFrame(self._session, seq, payload), check=False))
+        out.frames.append((seq, data))
+        out.bytes += len(data)
+        while len(out.frames) > MAX_UNACKED_FRAMES or out.bytes > MAX_UNACKED_BYTES:
+            _, old = out.frames.popleft()
+            out.bytes -= len(old)
+            self.metrics.p2p_dropped.inc()
+        self.metrics.p2p_messages.labels("out", kind).inc()
+        out.wake.set()
+
+    def broadcast(self, payload: bytes, kind: str = "consensus") -> None:
+        for i in self._out:
+            self.send(i, payload, kind)
+
+    def gossip_txs(self, txs: Sequence[bytes]) -> None:
+        """Queue admitted transactions for the next gossip batch."""
+        for tx in txs:
+            self._gossip_out.append(tx)
+            self._gossip_bytes += len(tx)
+        self._gossip_wake.set()
+
+    # --- service ------------------------------------------------------------------------------
+
+    async def serve(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the host until cancelled; ``task_status.started()`` once it listens.
+
+        Errors a peer can cause are contained here; a failure to listen (port taken) raises.
+        """
+        kp = create_identity_from_seed(self.identity.seed)
+        host = new_host(
+            key_pair=kp,
+            sec_opt={NOISE_PROTOCOL_ID: NoiseTransport(kp, create_x25519_key_pair().private_key)},
+            muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): cast(Any, Yamux)},
+            listen_addrs=[self._listen],
+        )
+        self._host = host
+        router = GossipSub(
+            protocols=[PROTOCOL_ID_V11],
+            degree=min(6, max(1, len(self._index))),
+            degree_low=min(4, max(1, len(self._index))),
+            degree_high=min(12, max(1, len(self._index))),
+            heartbeat_initial_delay=0.1,
+            heartbeat_interval=self._heartbeat,  # type: ignore[arg-type]
+            spam_protection_enabled=False,
+            eclipse_protection_enabled=False,
+        )
+        pubsub = Pubsub(host, router, max_inbound_rpc_size=4 << 20)
+        pubsub.counter = time.time_ns()
+        self._pubsub = pubsub
+        host.get_network().register_notifee(_Gate(self))
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            async with (
+                background_trio_service(pubsub),
+                background_trio_service(router),
+                host.run([self._listen]),
+            ):
+                self.listen_addrs = [str(a) for a in host.get_addrs()]
+                host.set_stream_handler(CONSENSUS_PROTOCOL, self._guarded_inbound)
+                pubsub.set_topic_validator(tx_topic(self.chain_id), self._validate_gossip, False)
+                sub = await pubsub.subscribe(tx_topic(self.chain_id))
+                nursery.start_soon(self._drain_gossip, sub)
+                nursery.start_soon(self._publish_gossip)
+                for index in self._out:
+                    nursery.start_soon(self._outbound_loop, index)
+                task_status.started()
+                await trio.sleep_forever()
+
+    # --- outbound links -----------------------------------------------------------------------
+
+    async def _outbound_loop(self, index: int) -> None:
+        """Keep one consensus stream to peer ``index`` open and feed it; redial with back-off."""
+        addr = self._peers.get(index)
+        out = self._out[index]
+        delay = self._backoff[0] / 1000
+        while True:
+            stream: INetStream | None = None
+            try:
+                if addr is not None:
+                    await self._dial(addr)
+                    stream = await self._host_or_fail().new_stream(addr.peer, [CONSENSUS_PROTOCOL])
+                else:  # no address: wait until the peer dials us, then open our stream back
+                    pid = self._peer_id(index)
+                    if not self._host_or_fail().get_network().get_connections(pid):
+                        await trio.sleep(delay)
+                        continue
+                    stream = await self._host_or_fail().new_stream(pid, [CONSENSUS_PROTOCOL])
+                delay = self._backoff[0] / 1000
+                out.connected = True
+                out.sent_upto = out.frames[0][0] - 1 if out.frames else out.next_seq - 1
+                async with trio.open_nursery() as inner:
+                    inner.start_soon(self._read_acks, index, stream, inner.cancel_scope)
+                    await self._write_frames(out, stream)
+            except Exception as exc:
+                log.debug("link to validator %d: %r", index, exc)
+            finally:
+                out.connected = False
+                if stream is not None:
+                    await _reset_quietly(stream)
+            await trio.sleep(delay)
+            delay = min(delay * 2, self._backoff[1] / 1000)
+
+    def _peer_id(self, index: int) -> ID:
+        for text, i in self._index.items():
+            if i == index:
+                return ID.from_base58(text)
+        raise KeyError(index)
+
+    def _host_or_fail(self) -> IHost:
+        if self._host is None:
+            raise RuntimeError("network not started")
+        return self._host
+
+    async def _dial(self, addr: PeerAddress) -> None:
+        host = self._host_or_fail()
+        if host.get_network().get_connections(addr.peer):
+            return
+        # A failed dial blocks the peer for 60 s: lift that before every redial.
+        cast(Any, host.get_network()).unblock_peer(addr.peer)
+        with trio.fail_after(10):
+            await host.connect(PeerInfo(addr.peer, [addr.addr]))
+        self.refresh_peers()
+
+    async def _write_frames(self, out: _Outbound, stream: INetStream) -> None:
+        while True:
+            if out.frames and out.frames[-1][0] > out.sent_upto:
+                chunk: list[bytes] = []
+                size = 0
+                for seq, data in out.frames:
+                    if seq <= out.sent_upto:
+                        continue
+                    chunk.append(data)
+                    size += len(data)
+                    out.sent_upto = seq
+                    if size >= WRITE_CHUNK_BYTES:
+                        break
+                await stream.write(b"".join(chunk))
+            else:
+                out.wake = trio.Event()
+                await out.wake.wait()
+
+    async def _read_acks(self, index: int, stream: INetStream, scope: trio.CancelScope) -> None:
+        out = self._out[index]
+        buf = FrameBuffer(1024)
+        try:
+            while True:
+                data = await stream.read(READ_CHUNK)
+                if not data:
+                    break
+                for body in buf.feed(data):
+                    ack = decode(body, StreamAck, max_bytes=1024)
+                    if ack.session != self._session:
+                        continue
+                    while out.frames and out.frames[0][0] <= ack.seq:
+                        _, old = out.frames.popleft()
+                        out.bytes -= len(old)
+        except (CodecError, FrameTooLarge) as exc:
+            self.bad(str(index), "bad_ack", str(exc))
+        except Exception as exc:
+            log.debug("ack stream from validator %d ended: %r", index, exc)
+        scope.cancel()
+
+    # --- inbound ------------------------------------------------------------------------------
+
+    async def _guarded_inbound(self, stream: INetStream) -> None:
+        """Stream handler: a peer's consensus stream. Never raises (a raise kills the host)."""
+        try:
+            await self._inbound_stream(stream)
+        except Exception as exc:
+            log.debug("inbound consensus stream ended: %r", exc)
+            await _reset_quietly(stream)
+
+    async def _inbound_stream(self, stream: INetStream) -> None:
+        remote = stream.muxed_conn.peer_id
+        index = self.index_of(remote)
+        if index is None:
+            self.bad(str(remote), "unknown_peer", "consensus stream from outside the validator set")
+            await _reset_quietly(stream)
+            return
+        bucket = self._buckets.setdefault(index, _TokenBucket(self._rate))
+        buf = FrameBuffer(self.max_frame_bytes)
+        while True:
+            data = await stream.read(READ_CHUNK)
+            if not data:
+                return
+            try:
+                bodies = buf.feed(data)
+            except FrameTooLarge as exc:
+                self.bad(remote.to_base58(), "oversized", str(exc))
+                await _reset_quietly(stream)
+                return
+            last: tuple[int, int] | None = None
+            for body in bodies:
+                try:
+                    fr = decode(body, StreamFrame, max_bytes=self.max_frame_bytes)
+                except CodecError as exc:
+                    self.bad(remote.to_base58(), "malformed", str(exc))
+                    await _reset_quietly(stream)
+                    return
+                session, seen = self._inbound.get(index, (0, 0))
+                if fr.session != session:
+                    session, seen = fr.session, 0
+                if fr.seq <= seen:
+                    self.metrics.p2p_messages.labels("in", "duplicate").inc()
+                    last = (session, seen)
+                    continue
+                self._inbound[index] = (session, fr.seq)
+                last = (session, fr.seq)
+                if not bucket.take():
+                    self.bad(remote.to_base58(), "rate_limited", "over max_msgs_per_peer_per_s")
+                    continue
+                self.metrics.p2p_messages.labels("in", "consensus").inc()
+                self._on_message(index, fr.payload)
+            if last is not None:
+                await stream.write(frame(encode(StreamAck(*last), check=False)))
+
+    # --- gossip -------------------------------------------------------------------------------
+
+    def _validate_gossip(self, forwarder: ID, msg: Any) -> bool:
+        """Topic validator: validators' messages of sane size only. Never raises."""
+        try:
+            origin = ID(bytes(msg.from_id))
+            ok = self.index_of(forwarder) is not None or forwarder == self._host_or_fail().get_id()
+            if not ok or (
+                self.index_of(origin) is None and origin != self._host_or_fail().get_id()
+            ):
+                self.bad(str(forwarder), "unknown_peer", "gossip from outside the validator set")
+                return False
+            if len(msg.data) > self.max_frame_bytes:
+                self.bad(str(forwarder), "oversized", f"gossip message of {len(msg.data)} bytes")
+                return False
+            return True
+        except Exception as exc:
+            self.bad("?", "malformed", f"gossip validator: {exc!r}")
+            return False
+
+    async def _drain_gossip(self, sub: Any) -> None:
+        """Move gossip messages into the mempool's queue at once (the library keeps only 32)."""
+        me = self._host_or_fail().get_id()
+        while True:
+            msg = await sub.get()
+            try:
+                origin = ID(bytes(msg.from_id))
+                if origin == me:
+                    continue
+                index = self.index_of(origin)
+                if index is None:
+                    continue
+                batch = decode(bytes(msg.data), TxBatch, max_bytes=self.max_frame_bytes)
+                self.metrics.p2p_messages.labels("in", "tx_batch").inc()
+                self._on_txs(index, batch.txs)
+            except CodecError as exc:
+                self.bad(str(msg.from_id.hex()[:16]), "malformed", f"tx batch: {exc}")
+            except Exception as exc:
+                log.warning("gossip message handling failed: %r", exc)
+
+    async def _publish_gossip(self) -> None:
+        """Publish queued transactions as TxBatch messages, at most one every 10 ms."""
+        pubsub = self._pubsub
+        assert pubsub is not None
+        while True:
+            if not self._gossip_out:
+                self._gossip_wake = trio.Event()
+                await self._gossip_wake.wait()
+            await trio.sleep(0.01)
+            while self._gossip_out:
+                batch: list[bytes] = []
+                size = 0
+                while self._gossip_out and len(batch) < MAX_BATCH_TXS:
+                    tx = self._gossip_out[0]
+                    if batch and size + len(tx) > TX_BATCH_MAX_BYTES:
+                        break
+                    batch.append(self._gossip_out.pop(0))
+                    size += len(tx)
+                self._gossip_bytes -= size
+                try:
+                    await pubsub.publish(tx_topic(self.chain_id), encode(TxBatch(tuple(batch))))
+                    self.metrics.p2p_messages.labels("out", "tx_batch").inc()
+                except Exception as exc:
+                    log.warning("gossip publish failed: %r", exc)
