@@ -30,6 +30,8 @@ from protocol.consensus.messages import (
     PrePrepare,
     ViewChange,
 )
+from protocol.contract import codes as contract_codes
+from protocol.contract import state as contract_state
 from protocol.crypto import Identity
 from protocol.record import to_stored
 from protocol.transactions import QueryEntry, QueryRequest, Transaction
@@ -195,6 +197,35 @@ def _block_responses(draw: st.DrawFn) -> BlockResponse:
     return BlockResponse(tuple(draw(_committed_blocks(height=start + i)) for i in range(count)))
 
 
+@st.composite
+def _audit_entries(draw: st.DrawFn) -> contract_state.AuditEntry:
+    """Audit entries as the contract writes them: serving agencies only in mode 2."""
+    entry = draw(_generic(contract_state.AuditEntry))
+    assert isinstance(entry, contract_state.AuditEntry)
+    if entry.mode == QueryMode.DIRECT:
+        return dataclasses.replace(entry, serving=())
+    keys = draw(st.sets(st.sampled_from([k.public_key for k in _KEYS]), min_size=1))
+    return dataclasses.replace(entry, serving=tuple(sorted(keys)))
+
+
+@st.composite
+def _tx_results(draw: st.DrawFn) -> contract_state.TxResult:
+    """Tx results as the contract writes them: ``ok`` exactly when the code is ``ok``."""
+    code = draw(
+        st.sampled_from(
+            [v for k, v in vars(contract_codes).items() if k.isupper() and isinstance(v, str)]
+        )
+    )
+    detail = "" if code == contract_codes.OK else draw(st.text(min_size=1, max_size=80))
+    return contract_state.TxResult(
+        code == contract_codes.OK,
+        code,
+        detail,
+        draw(st.integers(1, 2**40)),
+        draw(st.integers(0, 4999)),
+    )
+
+
 def _stored_records() -> st.SearchStrategy[Message]:
     return valid_record_inputs().map(lambda rec: to_stored(rec, b"\x07" * 32))
 
@@ -211,6 +242,8 @@ _OVERRIDES: dict[str, Callable[[], st.SearchStrategy[Any]]] = {
     "CommittedBlock": _committed_blocks,
     "BlockRequest": _block_requests,
     "BlockResponse": _block_responses,
+    "AuditEntry": _audit_entries,
+    "TxResult": _tx_results,
 }
 _CACHE: dict[type[Message], st.SearchStrategy[Any]] = {}
 
