@@ -73,7 +73,9 @@ def _admission_json(a: Admission) -> dict[str, Any]:
     return out
 
 
-def block_json(block: Block, cert: CommitCertificate | None) -> dict[str, Any]:
+def block_json(
+    block: Block, cert: CommitCertificate | None, validators: tuple[bytes, ...]
+) -> dict[str, Any]:
     h = block.header
     return {
         "height": h.height,
@@ -95,7 +97,10 @@ def block_json(block: Block, cert: CommitCertificate | None) -> dict[str, Any]:
         if cert is None
         else {
             "block_hash": cert.block_hash.hex(),
-            "signers": sorted(v.validator for v in cert.votes),
+            "view": cert.votes[0].view if cert.votes else None,
+            "signers": sorted(
+                validators.index(v.validator) for v in cert.votes if v.validator in validators
+            ),
         },
     }
 
@@ -173,7 +178,7 @@ def build_app(node: Node) -> FastAPI:
             )
         raw_cert = store.certificate(height)
         cert = decode(raw_cert, CommitCertificate) if raw_cert else None
-        return block_json(decode(raw, Block), cert)
+        return block_json(decode(raw, Block), cert, node.genesis.validator_keys)
 
     @app.get("/v1/txs/{tx_hash}", summary="A transaction's status and ledger outcome")
     async def get_tx(tx_hash: str) -> dict[str, Any]:

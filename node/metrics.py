@@ -132,6 +132,29 @@ class NodeMetrics:
             buckets=INTERVAL_BUCKETS,
             registry=r,
         )
+        _zero_labels(self)
+
+
+BAD_MESSAGE_REASONS = (
+    "unknown_peer", "malformed", "oversized", "rate_limited", "bad_ack", "inbox_full",
+    "replica_error",
+)
+SUSPICION_KINDS = (
+    "bad-block", "bad-certificate", "bad-new-view", "bad-signature", "bad-view-change",
+    "conflicting-votes", "equivocation", "impersonation", "malformed", "not-backup",
+    "not-primary", "state-divergence", "unexpected",
+)
+
+
+def _zero_labels(metrics: NodeMetrics) -> None:
+    """Export every known label at 0, so a dashboard's rate() has a series from the start."""
+    for reason in BAD_MESSAGE_REASONS:
+        metrics.p2p_bad_messages.labels(reason)
+    for kind in SUSPICION_KINDS:
+        metrics.suspicions.labels(kind)
+    for direction in ("in", "out"):
+        metrics.p2p_messages.labels(direction, "consensus")
+        metrics.p2p_messages.labels(direction, "tx_batch")
 
 
 def exposition(metrics: NodeMetrics) -> bytes:

@@ -1,0 +1,232 @@
+"""A real 4-node consortium on 127.0.0.1: commits, crashes, restarts, metrics.
+
+Every test starts real ``creditnet run`` processes from a fresh ``creditnet testnet`` directory,
+bounds each wait with a deadline, and stops every process it started (the fixture's finally).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.integration.cluster import Cluster, get_text, http
+
+pytestmark = [pytest.mark.integration]
+
+REQUIRED_METRICS = {
+    "creditnet_consensus_height",
+    "creditnet_consensus_view",
+    "creditnet_consensus_view_changes",
+    "creditnet_consensus_block_interval_seconds",
+    "creditnet_consensus_commit_latency_seconds",
+    "creditnet_consensus_txs_committed",
+    "creditnet_consensus_mempool_size",
+    "creditnet_consensus_peers",
+    "creditnet_consensus_p2p_messages",
+    "creditnet_consensus_p2p_bad_messages",
+    "creditnet_consensus_sync_syncing",
+    "creditnet_consensus_suspicions",
+    "process_resident_memory_bytes",
+    "process_cpu_seconds",
+}
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    c = Cluster(tmp_path / "net", 4, seed=int(time.time()))
+    print(f"cluster base port {c.base_port}")
+    try:
+        c.start_all()
+        yield c
+    finally:
+        c.close()
+
+
+def metric_families(url: str) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    """Parse a /metrics page with prometheus-client's own parser: family -> labels -> value."""
+    out: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+    for fam in text_string_to_metric_families(get_text(url)):
+        for s in fam.samples:
+            out.setdefault(fam.name, {})[tuple(sorted(s.labels.items()))] = s.value
+    return out
+
+
+class Load:
+    """Background client load: batches to the given nodes, remembering what was committed."""
+
+    def __init__(self, cluster: Cluster, nodes: list[int], batch: int = 50) -> None:
+        self.cluster, self.nodes, self.batch = cluster, nodes, batch
+        self.committed: dict[str, int] = {}
+        self.commit_times: list[float] = []
+        self.errors = 0
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in nodes]
+        self._signer = 0
+
+    def _run(self, node: int) -> None:
+        while not self._stop.is_set():
+            with self._lock:
+                signer = self._signer % len(self.cluster.nodes)
+                self._signer += 1
+                txs = self.cluster.commitment_txs(signer, self.batch)
+            try:
+                code, body = self.cluster.submit(node, txs)
+            except OSError:
+                self.errors += 1
+                time.sleep(0.05)
+                continue
+            if code != 200:
+                self.errors += 1
+                time.sleep(0.05)
+                continue
+            now = time.monotonic()
+            with self._lock:
+                for r in body["results"]:
+                    if r.get("status") == "committed":
+                        self.committed[r["hash"]] = r["height"]
+                        self.commit_times.append(now)
+
+    def __enter__(self) -> Load:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(90)
+
+
+def test_txs_sent_to_any_node_commit_on_all_with_one_app_hash(cluster: Cluster) -> None:
+    for i in range(4):
+        code, body = cluster.submit(i, cluster.commitment_txs(i, 20))
+        assert code == 200, body
+        assert all(r["status"] == "committed" and r["ok"] for r in body["results"]), body
+    height, _app_hash = cluster.wait_same_tip([0, 1, 2, 3], 1)
+    assert height >= 1
+    # Each node serves the same blocks.
+    blocks = [http(f"{n.api}/v1/blocks/{height}")[1] for n in cluster.nodes]
+    assert len({b["hash"] for b in blocks}) == 1
+    assert blocks[0]["certificate"]["signers"] and len(blocks[0]["certificate"]["signers"]) >= 3
+    # A committed tx is found on every node.
+    some = blocks[0]["tx_hashes"][0]
+    for n in cluster.nodes:
+        code, tx = http(f"{n.api}/v1/txs/{some}")
+        assert code == 200 and tx["status"] == "committed" and tx["height"] == height
+
+
+def test_metrics_of_every_node_parse_and_carry_the_required_names(cluster: Cluster) -> None:
+    cluster.submit(1, cluster.commitment_txs(1, 10))
+    cluster.wait_same_tip([0, 1, 2, 3], 1)
+    for node in cluster.nodes:
+        fams = metric_families(node.metrics)
+        missing = REQUIRED_METRICS - set(fams)
+        assert not missing, f"node{node.index} lacks {sorted(missing)}"
+        assert fams["creditnet_consensus_height"][()] >= 1
+        assert fams["creditnet_consensus_peers"][()] == 3
+
+
+def test_api_refuses_bad_input_with_clear_errors(cluster: Cluster) -> None:
+    api = cluster.nodes[0].api
+    code, body = http(api + "/v1/txs", {"txs": ["zz"]})
+    assert code == 400 and body["error"] == "bad_hex", body
+    code, body = http(api + "/v1/txs", {"tx": "00ff"})
+    assert code == 400 and body["error"] == "malformed" and body["detail"], body
+    good = cluster.commitment_txs(0, 1)[0]
+    forged = good[:-1] + bytes([good[-1] ^ 1])
+    code, body = http(api + "/v1/txs", {"tx": forged.hex()})
+    assert code == 422 and body["error"] == "bad_signature", body
+    code, body = http(api + "/v1/txs", {"nope": 1})
+    assert code == 400 and body["error"] == "invalid_request", body
+    code, body = http(api + "/v1/blocks/abc")
+    assert code == 400 and body["error"] == "bad_height"
+    code, body = http(api + "/v1/blocks/999999")
+    assert code == 404 and body["error"] == "no_block"
+    code, body = http(api + "/v1/txs/" + "00" * 32)
+    assert code == 404 and body["error"] == "unknown_tx"
+    code, body = http(api + "/v1/nowhere")
+    assert code == 404 and body["error"] == "not_found"
+    code, spec = http(api + "/openapi.json")
+    assert code == 200 and "/v1/txs" in spec["paths"] and "/v1/status" in spec["paths"]
+    # The node is unharmed.
+    code, body = cluster.submit(0, [good])
+    assert code == 200 and body["results"][0]["status"] == "committed"
+
+
+@pytest.mark.slow
+def test_sigkill_primary_under_load_commits_resume_after_a_view_change(cluster: Cluster) -> None:
+    timeout_s = cluster.genesis.consensus.view_change_timeout_ms / 1000
+    assert cluster.status(1)["primary"] == 0
+    with Load(cluster, [1, 2, 3]) as load:
+        cluster.wait_for(lambda: len(load.committed) >= 500, 60, "500 txs committed")
+        cluster.kill(0)
+        killed_at = time.monotonic()
+        cluster.wait_for(
+            lambda: any(t > killed_at for t in load.commit_times) and cluster.status(1)["view"] > 0,
+            60,
+            "commits after the primary was killed",
+        )
+        resumed = min(t for t in load.commit_times if t > killed_at) - killed_at
+        before = len(load.committed)
+        cluster.wait_for(lambda: len(load.committed) >= before + 300, 60, "300 more commits")
+    print(
+        f"commits resumed {resumed:.2f} s after SIGKILL of the primary "
+        f"(view-change timeout {timeout_s:.1f} s)"
+    )
+    # Bound: the view-change timeout, plus a block interval, plus scheduling slack on 2 cores.
+    assert resumed <= timeout_s * 2 + 2.0
+    cluster.wait_same_tip([1, 2, 3], 1)
+
+
+@pytest.mark.slow
+def test_killed_replica_restarts_catches_up_and_takes_part_again(cluster: Cluster) -> None:
+    cluster.submit(0, cluster.commitment_txs(0, 20))
+    cluster.kill(3)
+    sent = 0
+    while sent < 1000:
+        code, body = cluster.submit(sent // 100 % 3, cluster.commitment_txs(sent // 100 % 3, 100))
+        assert code == 200, body
+        sent += 100
+    height, _ = cluster.wait_same_tip([0, 1, 2], 1)
+    cluster.start(3)
+    cluster.wait_api(3)
+    h3, _app3 = cluster.wait_same_tip([0, 1, 2, 3], height, timeout=90)
+    assert h3 >= height
+    # Take part again: with node 2 down, 0, 1 and 3 must commit together (quorum 3 of 4).
+    cluster.kill(2)
+    code, body = cluster.submit(0, cluster.commitment_txs(0, 30))
+    assert code == 200 and all(r["status"] == "committed" for r in body["results"]), body
+    cluster.wait_same_tip([0, 1, 3], h3 + 1)
+
+
+@pytest.mark.slow
+def test_sigterm_all_mid_load_then_restart_keeps_every_committed_tx(cluster: Cluster) -> None:
+    with Load(cluster, [0, 1, 2, 3], batch=40) as load:
+        cluster.wait_for(lambda: len(load.committed) >= 400, 60, "400 txs committed")
+        stop_times = [cluster.terminate(i) for i in range(4)]
+    assert max(stop_times) < 5.0, f"clean stop took {max(stop_times):.2f} s"
+    seen = dict(load.committed)
+    for i in range(4):
+        cluster.start(i)
+    for i in range(4):
+        cluster.wait_api(i)
+    height, _ = cluster.wait_same_tip([0, 1, 2, 3], max(seen.values()))
+    # Every tx a client saw committed is on every node, at the height it was reported at.
+    sample = list(seen.items())[:: max(1, len(seen) // 200)]
+    for node in cluster.nodes:
+        for h, at in sample:
+            code, tx = http(f"{node.api}/v1/txs/{h}")
+            assert code == 200 and tx["status"] == "committed" and tx["height"] == at, (h, tx)
+    # One chain: every node holds the same block at every height.
+    for hh in range(1, height + 1, max(1, height // 25)):
+        hashes = {http(f"{n.api}/v1/blocks/{hh}")[1]["hash"] for n in cluster.nodes}
+        assert len(hashes) == 1, f"nodes disagree at height {hh}"
+    # And the chain still grows.
+    code, body = cluster.submit(2, cluster.commitment_txs(2, 10))
+    assert code == 200 and all(r["status"] == "committed" for r in body["results"])
