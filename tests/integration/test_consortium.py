@@ -6,14 +6,20 @@ bounds each wait with a deadline, and stops every process it started (the fixtur
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from node.config import load_config
+from protocol.crypto import peer_id
 from tests.integration.cluster import Cluster, get_text, http
 
 pytestmark = [pytest.mark.integration]
@@ -230,3 +236,50 @@ def test_sigterm_all_mid_load_then_restart_keeps_every_committed_tx(cluster: Clu
     # And the chain still grows.
     code, body = cluster.submit(2, cluster.commitment_txs(2, 10))
     assert code == 200 and all(r["status"] == "committed" for r in body["results"])
+
+
+def _bad_peer(cluster: Cluster, mode: str, target: int, key: Path | None = None) -> dict[str, Any]:
+    node = cluster.nodes[target]
+    cfg = load_config(node.home / "config.toml")
+    addr = f"{cfg.p2p.listen}/p2p/{peer_id(node.identity.public_key)}"
+    args = [sys.executable, "-m", "tests.integration.bad_peer", mode, addr]
+    if key is not None:
+        args += ["--key", str(key)]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=90, check=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    print(mode, result)
+    return result
+
+
+def _counter(
+    fams: dict[str, dict[tuple[tuple[str, str], ...], float]], name: str, **labels: str
+) -> float:
+    return fams.get(name, {}).get(tuple(sorted(labels.items())), 0.0)
+
+
+@pytest.mark.slow
+def test_outsider_plaintext_and_garbage_peers_are_refused_and_the_cluster_keeps_committing(
+    cluster: Cluster,
+) -> None:
+    # Validator 3 turns Byzantine: its daemon stops and its key speaks garbage instead.
+    cluster.kill(3)
+    key3 = cluster.nodes[3].home / "node.key"
+    outsider = _bad_peer(cluster, "outsider", 0)
+    plaintext = _bad_peer(cluster, "plaintext", 0)
+    byzantine = _bad_peer(cluster, "validator", 0, key3)
+    assert not plaintext["connected"], plaintext
+    assert all("answered" not in v for s in outsider["streams"] for v in s.values()), outsider
+    fams = metric_families(cluster.nodes[0].metrics)
+    bad = "creditnet_consensus_p2p_bad_messages"
+    assert _counter(fams, bad, reason="unknown_peer") >= 1
+    assert _counter(fams, bad, reason="malformed") >= 1
+    assert _counter(fams, bad, reason="oversized") >= 1
+    suspicions = sum(fams.get("creditnet_consensus_suspicions", {}).values())
+    assert suspicions >= 1, byzantine
+    # The node answered the well-formed frame with an ack and kept running.
+    assert any("answered" in v for s in byzantine["streams"] for v in s.values()), byzantine
+    code, body = cluster.submit(1, cluster.commitment_txs(1, 20))
+    assert code == 200 and all(r["status"] == "committed" for r in body["results"]), body
+    cluster.wait_same_tip([0, 1, 2], 1)
+    assert all(cluster.nodes[i].running for i in range(3))
