@@ -25,8 +25,7 @@ test: lint typecheck
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 devnet: $(STAMP)
-	@test -d devnet || $(BIN)/creditnet testnet --nodes 4 --dir devnet
-	@echo "creditnet: testnet written to ./devnet; the node daemon (creditnet run/devnet) is not built yet"
+	$(BIN)/creditnet devnet --nodes $(or $(NODES),4) --dir $(or $(DIR),devnet)
 
 sim: $(STAMP)
 	$(BIN)/python -m bench.simulate_many --seeds $(or $(SEEDS),10000) --nodes 4,7

@@ -1,0 +1,84 @@
+"""Mempool admission: checks, dedupe, replay refusal, bounds, commit bookkeeping."""
+
+from __future__ import annotations
+
+from node.mempool import Mempool
+from node.metrics import NodeMetrics
+from protocol.codec import encode
+from protocol.crypto import Identity, h256
+from protocol.transactions import CommitmentEntry, RecordCommitment, Transaction
+
+CHAIN = "creditnet-test"
+AGENCY = Identity(b"\x07" * 32)
+
+
+def tx(n: int, chain: str = CHAIN) -> bytes:
+    ref = h256(n.to_bytes(8, "big"))
+    body = RecordCommitment((CommitmentEntry(ref, h256(ref)),))
+    return encode(Transaction.sign(AGENCY, chain, body, n))
+
+
+def pool(max_txs: int = 100, committed: set[bytes] | None = None) -> Mempool:
+    done = committed or set()
+    return Mempool(
+        CHAIN,
+        max_txs=max_txs,
+        max_bytes=1 << 20,
+        metrics=NodeMetrics(process=False),
+        is_committed=done.__contains__,
+    )
+
+
+async def test_valid_txs_are_accepted_once_and_then_pending() -> None:
+    m = pool()
+    txs = [tx(i) for i in range(5)]
+    first = await m.admit(txs, local=True)
+    assert [a.status for a in first] == ["accepted"] * 5
+    again = await m.admit(txs[:2], local=False)
+    assert [a.status for a in again] == ["pending"] * 2
+    assert len(m) == 5 and m.size_bytes == sum(map(len, txs))
+
+
+async def test_bad_signature_wrong_chain_and_garbage_are_refused_with_a_code() -> None:
+    m = pool()
+    good = tx(1)
+    forged = good[:-1] + bytes([good[-1] ^ 1])
+    out = await m.admit([forged, tx(2, chain="other-chain"), b"\x00\xff"], local=True)
+    assert [a.status for a in out] == ["refused"] * 3
+    assert out[0].code == "bad_signature" and out[1].code == "bad_signature"
+    assert out[2].code == "malformed" and out[2].detail
+    assert len(m) == 0
+
+
+async def test_an_already_committed_tx_is_not_admitted_again() -> None:
+    t = tx(1)
+    m = pool(committed={h256(t)})
+    (a,) = await m.admit([t], local=True)
+    assert a.status == "committed" and len(m) == 0
+
+
+async def test_a_full_mempool_refuses_with_mempool_full() -> None:
+    m = pool(max_txs=3)
+    out = await m.admit([tx(i) for i in range(5)], local=True)
+    assert [a.status for a in out] == ["accepted"] * 3 + ["refused"] * 2
+    assert out[3].code == "mempool_full" and "retry" in out[3].detail
+
+
+async def test_commit_forgets_txs_and_records_latency() -> None:
+    m = pool()
+    txs = [tx(i) for i in range(4)]
+    await m.admit(txs, local=True)
+    m.committed([h256(t) for t in txs[:3]])
+    assert len(m) == 1 and h256(txs[3]) in m
+    assert m.metrics.commit_latency._sum.get() >= 0  # observed without error
+    # Known-good transactions pass the replica's check without a new verification.
+    assert m.tx_check(txs[0])
+    assert not m.tx_check(b"garbage")
+
+
+async def test_stale_local_txs_are_offered_for_regossip_once_per_interval() -> None:
+    m = pool()
+    await m.admit([tx(1)], local=True)
+    await m.admit([tx(2)], local=False)
+    assert m.stale_local(0.0, 10) == [tx(1)]
+    assert m.stale_local(60.0, 10) == []
