@@ -242,9 +242,7 @@ def build_app(node: Node) -> FastAPI:
 
 
 async def wait_all(node: Node, hashes: list[bytes]) -> None:
-    async with trio.open_nursery() as nursery:
-        for h in hashes:
-            nursery.start_soon(node.executor.wait_committed, h)
+    await node.executor.wait_committed(hashes)
 
 
 def tx_json(node: Node, h: bytes) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import logging
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import trio
 
@@ -45,12 +45,6 @@ class CommittedWork:
     consensus_deletes: tuple[bytes, ...] = ()
 
 
-@dataclass
-class _Waiter:
-    event: trio.Event = field(default_factory=trio.Event)
-    count: int = 0
-
-
 class Executor:
     """Executes and stores committed blocks in order (see module doc)."""
 
@@ -69,7 +63,6 @@ class Executor:
         self._on_executed = on_executed
         self._queue: deque[CommittedWork] = deque()
         self._wake = trio.Event()
-        self._waiters: dict[bytes, _Waiter] = {}
         self._height_event = trio.Event()
         self._recent: OrderedDict[bytes, tuple[int, int, TxOutcome]] = OrderedDict()
         self._last_commit: float | None = None
@@ -135,9 +128,6 @@ class Executor:
         self.mempool.committed(hashes)
         for i, o in enumerate(outcome.outcomes):
             self._recent[o.tx_hash] = (block.height, i, o)
-            waiter = self._waiters.pop(o.tx_hash, None)
-            if waiter is not None:
-                waiter.event.set()
         while len(self._recent) > RECENT_OUTCOMES:
             self._recent.popitem(last=False)
         self._height_event.set()
@@ -148,18 +138,19 @@ class Executor:
         """(height, index, outcome) of a recently committed tx (None: not recent, or pending)."""
         return self._recent.get(tx_hash)
 
-    async def wait_committed(self, tx_hash: bytes) -> None:
-        """Return once ``tx_hash`` is committed here (the caller bounds the wait)."""
-        if tx_hash in self._recent or self.store.tx_location(tx_hash) is not None:
-            return
-        waiter = self._waiters.setdefault(tx_hash, _Waiter())
-        waiter.count += 1
-        try:
-            await waiter.event.wait()
-        finally:
-            waiter.count -= 1
-            if waiter.count == 0 and not waiter.event.is_set():
-                self._waiters.pop(tx_hash, None)
+    def is_committed(self, tx_hash: bytes) -> bool:
+        return tx_hash in self._recent or self.store.tx_location(tx_hash) is not None
+
+    async def wait_committed(self, tx_hashes: list[bytes]) -> None:
+        """Return once every tx of ``tx_hashes`` is committed here (the caller bounds the wait).
+
+        One wake-up per stored block, whatever the number of hashes: the waiter re-checks the
+        ones still missing.
+        """
+        missing = [h for h in tx_hashes if not self.is_committed(h)]
+        while missing:
+            await self._height_event.wait()
+            missing = [h for h in missing if not self.is_committed(h)]
 
     async def wait_height(self, height: int) -> None:
         """Return once block ``height`` is stored."""

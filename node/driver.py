@@ -159,6 +159,8 @@ class Driver:
                     self._pending_deletes.append(out.key)
                 else:
                     puts[out.key] = out.value
+                    if out.key in self._pending_deletes:
+                        self._pending_deletes.remove(out.key)
         if puts:
             await trio.to_thread.run_sync(self.store.write_consensus, puts)
         r = self.replica

@@ -64,8 +64,8 @@ from protocol.wire import (
 log = logging.getLogger("creditnet.p2p")
 
 CONSENSUS_PROTOCOL = TProtocol("/creditnet/consensus/1.0.0")
-MAX_UNACKED_FRAMES = 20_000
-MAX_UNACKED_BYTES = 64 << 20
+MAX_UNACKED_FRAMES = 5_000
+MAX_UNACKED_BYTES = 8 << 20
 WRITE_CHUNK_BYTES = 256 * 1024
 BAD_LOG_INTERVAL_S = 10.0
 READ_CHUNK = 1 << 16
