@@ -20,6 +20,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from node.mempool import Admission
 from node.tasks import TaskStatus
@@ -149,10 +150,15 @@ def build_app(node: Node) -> FastAPI:
 
     async def read_json(request: Request) -> Any:
         body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > cfg.max_body_bytes:
-                raise ApiError(413, "too_large", f"request body above {cfg.max_body_bytes} bytes")
+        try:
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > cfg.max_body_bytes:
+                    raise ApiError(
+                        413, "too_large", f"request body above {cfg.max_body_bytes} bytes"
+                    )
+        except ClientDisconnect:
+            raise ApiError(400, "disconnected", "the client closed the request") from None
         try:
             return json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:

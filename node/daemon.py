@@ -44,7 +44,8 @@ log = logging.getLogger("creditnet.node")
 BLOCK_BYTES_CAP = MAX_PAYLOAD_BYTES - 64 * 1024
 """A proposal must fit one consensus frame with its pre-prepare around it (chain-wide: derived
 from genesis and this constant only, so every validator applies the same limit)."""
-REGOSSIP_AFTER_S = 1.0
+REGOSSIP_AFTER_S = 2.0
+REGOSSIP_MAX_PER_S = 500
 
 
 class NodeError(Exception):
@@ -232,8 +233,8 @@ class Node:
     async def _regossip(self) -> None:
         """Gossip loses messages under load: spread again what stays pending here."""
         while True:
-            await trio.sleep(REGOSSIP_AFTER_S)
-            stale = self.mempool.stale_local(REGOSSIP_AFTER_S * 2, 5000)
+            await trio.sleep(1.0)
+            stale = self.mempool.stale_local(REGOSSIP_AFTER_S, REGOSSIP_MAX_PER_S)
             if stale:
                 self.network.gossip_txs(stale)
 

@@ -94,13 +94,17 @@ class Mempool:
         hashes = [h256(tx) for tx in txs]
         out: list[Admission | None] = [None] * len(txs)
         todo: list[int] = []
+        room = self.max_txs - len(self._entries)
         for i, (_tx, h) in enumerate(zip(txs, hashes, strict=True)):
             if h in self._entries:
                 out[i] = Admission(h, "pending")
             elif self._is_committed(h):
                 out[i] = Admission(h, "committed")
+            elif room <= 0 or self._bytes >= self.max_bytes:
+                out[i] = self._full(h)  # refused before the costly signature check
             else:
                 todo.append(i)
+                room -= 1
         verdicts: list[tuple[str, str] | None] = []
         for start in range(0, len(todo), VERIFY_CHUNK):
             part = [txs[i] for i in todo[start : start + VERIFY_CHUNK]]
@@ -116,14 +120,7 @@ class Mempool:
                 out[i] = Admission(h, "pending")
                 continue
             if self.is_full():
-                out[i] = Admission(
-                    h,
-                    "refused",
-                    "mempool_full",
-                    f"the mempool holds {len(self._entries)} transactions "
-                    f"({self._bytes} bytes), its limit; retry later",
-                )
-                self.metrics.mempool_refused.labels("mempool_full").inc()
+                out[i] = self._full(h)
                 continue
             self._entries[h] = _Entry(txs[i], now, local, now)
             self._bytes += len(txs[i])
@@ -131,6 +128,16 @@ class Mempool:
             out[i] = Admission(h, "accepted")
         self._update_gauges()
         return [a for a in out if a is not None]
+
+    def _full(self, h: bytes) -> Admission:
+        self.metrics.mempool_refused.labels("mempool_full").inc()
+        return Admission(
+            h,
+            "refused",
+            "mempool_full",
+            f"the mempool holds {len(self._entries)} transactions ({self._bytes} bytes), "
+            "its limit; retry later",
+        )
 
     def _check_many(self, txs: list[bytes]) -> list[tuple[str, str] | None]:
         """Worker thread: stateless checks of each transaction."""
@@ -186,10 +193,6 @@ class Mempool:
     def _update_gauges(self) -> None:
         self.metrics.mempool_size.set(len(self._entries))
         self.metrics.mempool_bytes.set(self._bytes)
-
-
-class TxRefused(Exception):
-    """Raised by callers that turn a refused admission into an API error."""
 
 
 __all__ = ["Admission", "Mempool", "TxRejected"]

@@ -53,8 +53,10 @@ from node.tasks import TaskStatus
 from protocol.codec import CodecError, decode, encode
 from protocol.crypto import Identity, peer_id
 from protocol.wire import (
+    FRAME_OVERHEAD,
     MAX_BATCH_TXS,
     MAX_FRAME_BYTES,
+    MAX_MESSAGE_BYTES_IN_PARTS,
     TX_BATCH_MAX_BYTES,
     StreamAck,
     StreamFrame,
@@ -64,8 +66,8 @@ from protocol.wire import (
 log = logging.getLogger("creditnet.p2p")
 
 CONSENSUS_PROTOCOL = TProtocol("/creditnet/consensus/1.0.0")
-MAX_UNACKED_FRAMES = 5_000
-MAX_UNACKED_BYTES = 8 << 20
+MAX_UNACKED_FRAMES = 10_000
+MAX_UNACKED_BYTES = 32 << 20
 WRITE_CHUNK_BYTES = 256 * 1024
 BAD_LOG_INTERVAL_S = 10.0
 READ_CHUNK = 1 << 16
@@ -205,6 +207,9 @@ class PeerNetwork:
         self._session = secrets.randbits(63) | 1
         self._inbound: dict[int, tuple[int, int]] = {}
         """peer -> (session, last delivered seq) of the frames it sends us."""
+        self._partial: dict[int, tuple[int, bytearray]] = {}
+        """peer -> (next part number, bytes so far) of a message arriving in parts."""
+        self._part_bytes = max(1024, max_frame_bytes - FRAME_OVERHEAD)
         self._buckets: dict[int, _TokenBucket] = {}
         self._bad_logged: dict[tuple[str, str], float] = {}
         self._gossip_out: list[bytes] = []
@@ -251,15 +256,23 @@ class PeerNetwork:
     # --- sending ------------------------------------------------------------------------------
 
     def send(self, to: int, payload: bytes, kind: str = "consensus") -> None:
-        """Queue ``payload`` for validator ``to``; never blocks (see module doc)."""
+        """Queue ``payload`` for validator ``to``; never blocks or raises (see module doc)."""
         out = self._out.get(to)
         if out is None:
             return
-        seq = out.next_seq
-        out.next_seq += 1
-        data = frame(encode(StreamFrame(self._session, seq, payload), check=False))
-        out.frames.append((seq, data))
-        out.bytes += len(data)
+        if len(payload) > MAX_MESSAGE_BYTES_IN_PARTS:
+            log.error("a %s message of %d bytes is too long to send; dropped", kind, len(payload))
+            self.metrics.p2p_dropped.inc()
+            return
+        step = self._part_bytes
+        parts = [payload[i : i + step] for i in range(0, len(payload), step)] or [b""]
+        for n, part in enumerate(parts):
+            seq = out.next_seq
+            out.next_seq += 1
+            fr = StreamFrame(self._session, seq, n, n == len(parts) - 1, part)
+            data = frame(encode(fr, check=False))
+            out.frames.append((seq, data))
+            out.bytes += len(data)
         while len(out.frames) > MAX_UNACKED_FRAMES or out.bytes > MAX_UNACKED_BYTES:
             _, old = out.frames.popleft()
             out.bytes -= len(old)
@@ -465,13 +478,40 @@ class PeerNetwork:
                     continue
                 self._inbound[index] = (session, fr.seq)
                 last = (session, fr.seq)
+                payload = self._reassemble(index, remote, fr)
+                if payload is None:
+                    continue
                 if not bucket.take():
                     self.bad(remote.to_base58(), "rate_limited", "over max_msgs_per_peer_per_s")
                     continue
                 self.metrics.p2p_messages.labels("in", "consensus").inc()
-                self._on_message(index, fr.payload)
+                self._on_message(index, payload)
             if last is not None:
                 await stream.write(frame(encode(StreamAck(*last), check=False)))
+
+    def _reassemble(self, index: int, remote: ID, fr: StreamFrame) -> bytes | None:
+        """The whole message once its final part is in; None meanwhile. A part out of order
+        (an earlier part was dropped) discards the message: the replica's retransmission and
+        catch-up recover what it carried."""
+        if fr.part == 0 and fr.final:
+            self._partial.pop(index, None)
+            return fr.payload
+        expected, buf = self._partial.get(index, (0, bytearray()))
+        if fr.part != expected:
+            self._partial.pop(index, None)
+            if fr.part != 0:
+                return None
+            expected, buf = 0, bytearray()
+        buf += fr.payload
+        if len(buf) > MAX_MESSAGE_BYTES_IN_PARTS:
+            self._partial.pop(index, None)
+            self.bad(remote.to_base58(), "oversized", f"a message in parts above {len(buf)} bytes")
+            return None
+        if fr.final:
+            self._partial.pop(index, None)
+            return bytes(buf)
+        self._partial[index] = (expected + 1, buf)
+        return None
 
     # --- gossip -------------------------------------------------------------------------------
 

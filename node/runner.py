@@ -56,4 +56,15 @@ def run(home: Path) -> None:
     setup_logging(
         files.config.logging.level, files.config.logging.format, moniker=files.config.moniker
     )
-    trio.run(run_node, home)
+    profile = os.environ.get("CREDITNET_PROFILE")
+    if not profile:
+        trio.run(run_node, home)
+        return
+    # Operator's debugging aid: CPU profile of the node's main thread, written at stop.
+    import cProfile  # noqa: PLC0415
+
+    with cProfile.Profile() as prof:
+        try:
+            trio.run(run_node, home)
+        finally:
+            prof.dump_stats(profile)

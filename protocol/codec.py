@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import threading
 import types
 import typing
 from collections.abc import Callable
@@ -182,16 +183,27 @@ def message(name: str, *, slots: bool = True) -> Callable[[type[M]], type[M]]:
 _PENDING: list[type[Message]] = []
 
 
+_COMPILE_LOCK = threading.Lock()
+
+
 def _compile_pending() -> None:
-    """Build field converters once every class is defined (forward references resolve)."""
-    while _PENDING:
-        cls = _PENDING.pop()
-        hints = typing.get_type_hints(cls, include_extras=True)
-        fields = []
-        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-            dec, enc = _converter(hints[f.name], f"{cls.__name__}.{f.name}")
-            fields.append((f.name, dec, enc))
-        cls._FIELDS = tuple(fields)
+    """Build field converters once every class is defined (forward references resolve).
+
+    Under a lock: the node decodes in worker threads too, and a thread must never see a class
+    another thread has taken off ``_PENDING`` but not finished compiling.
+    """
+    if not _PENDING:
+        return
+    with _COMPILE_LOCK:
+        while _PENDING:
+            cls = _PENDING[-1]
+            hints = typing.get_type_hints(cls, include_extras=True)
+            fields = []
+            for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+                dec, enc = _converter(hints[f.name], f"{cls.__name__}.{f.name}")
+                fields.append((f.name, dec, enc))
+            cls._FIELDS = tuple(fields)
+            _PENDING.pop()
 
 
 def _converter(tp: Any, where: str) -> tuple[_Conv, _Conv]:

@@ -1,11 +1,12 @@
 """What nodes put on the wire around consensus messages and transactions.
 
-Consensus messages travel on one long-lived stream per (sender, receiver) pair. Each payload is
-wrapped in a :class:`StreamFrame` numbered within the sender's *session* (a random number drawn at
-process start): the receiver drops a frame it has already delivered in that session and answers
-with a cumulative :class:`StreamAck`, and the sender resends what is unacknowledged after a
-reconnect. A new session (the sender restarted) resets the numbering. On the stream every frame is
-``u32be(length) || encoded message``, at most ``MAX_FRAME_BYTES`` long.
+Consensus messages travel on one long-lived stream per (sender, receiver) pair. Each payload
+(or each part of a long one) is wrapped in a :class:`StreamFrame` numbered within the sender's
+*session* (a random number drawn at process start): the receiver drops a frame it has already
+delivered in that session and answers with a cumulative :class:`StreamAck`, and the sender
+resends what is unacknowledged after a reconnect. A new session (the sender restarted) resets the
+numbering. On the stream every frame is ``u32be(length) || encoded message``, at most
+``MAX_FRAME_BYTES`` long.
 
 Transactions are spread by gossip in :class:`TxBatch` messages, never one message per transaction.
 """
@@ -14,13 +15,24 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from protocol.codec import MAX_MESSAGE_BYTES, InvalidMessage, MaxItems, MaxLen, Message, message
+from protocol.codec import (
+    MAX_MESSAGE_BYTES,
+    InvalidMessage,
+    MaxItems,
+    MaxLen,
+    Message,
+    Range,
+    message,
+)
 
 MAX_FRAME_BYTES = MAX_MESSAGE_BYTES
 """Largest frame (length prefix excluded) on a consensus stream."""
 FRAME_OVERHEAD = 64
 """Upper bound of what a StreamFrame adds around its payload."""
 MAX_PAYLOAD_BYTES = MAX_FRAME_BYTES - FRAME_OVERHEAD
+MAX_MESSAGE_BYTES_IN_PARTS = 64 << 20
+"""Largest consensus message a peer may send in parts (the replica's own decode limit)."""
+MAX_PARTS = MAX_MESSAGE_BYTES_IN_PARTS // (MAX_PAYLOAD_BYTES // 2) + 1
 MAX_BATCH_TXS = 2000
 TX_BATCH_MAX_BYTES = 512 * 1024
 """A gossip TxBatch stays below this (gossip messages are best kept small)."""
@@ -28,10 +40,15 @@ TX_BATCH_MAX_BYTES = 512 * 1024
 
 @message("StreamFrame")
 class StreamFrame(Message):
-    """One consensus message, numbered ``seq`` (from 1) within the sender's ``session``."""
+    """Part ``part`` of one consensus message, numbered ``seq`` (from 1) within the sender's
+    ``session``; ``final`` marks the message's last part. A message longer than a frame (a view
+    change carrying prepared blocks) travels in consecutive parts, so no frame exceeds the limit.
+    """
 
     session: int
     seq: int
+    part: Annotated[int, Range(0, MAX_PARTS - 1)]
+    final: bool
     payload: Annotated[bytes, MaxLen(MAX_PAYLOAD_BYTES)]
 
     def check(self) -> None:

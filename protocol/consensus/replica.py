@@ -93,6 +93,9 @@ class Slot:
     commits: dict[bytes, CommitVote] = field(default_factory=dict)
     prepared: bool = False
     committed_local: bool = False
+    sent_ms: int = 0
+    """When this replica last sent its messages for the slot (retransmission waits a full
+    interval after that, so slots that progress normally are never re-sent)."""
 
 
 class Replica:
@@ -145,6 +148,8 @@ class Replica:
         self._fetch_until = 0
         self._ahead_votes: dict[int, int] = {}
         self._served: dict[int, int] = {}
+        self._commit_at: dict[int, int] = {}
+        """Local time each recent height was committed here (a vote soon after is just late)."""
         self._failed_views = 0
         self._view_timer_armed = False
         self._batch_timer_armed = False
@@ -375,6 +380,7 @@ class Replica:
         if slot.preprepare is not None:
             return
         slot.preprepare = pp
+        slot.sent_ms = self._now
         slot.block_bytes = encode(pp.block, check=False)
         self._hashes[pp.seq] = (pp.digest, pp.block.header.time_ms)
         for tx in pp.block.txs:
@@ -519,6 +525,7 @@ class Replica:
         self.committed_time_ms = block.header.time_ms
         self.last_cert = cert
         self._committed_hashes[seq] = block.hash
+        self._commit_at[seq] = self._now
         self._hashes[seq] = (block.hash, block.header.time_ms)
         for tx in block.txs:
             h = h256(tx)
@@ -536,7 +543,7 @@ class Replica:
             del self._votes[key]
             self._out.append(Persist(vote_key(*key), None))
         floor = seq - 4 * self.cfg.window
-        for table in (self._hashes, self._committed_hashes):
+        for table in (self._hashes, self._committed_hashes, self._commit_at):
             for old in [h for h in table if h < floor]:
                 del table[old]
         self._next_seq = max(self._next_seq, seq + 1)
@@ -626,6 +633,9 @@ class Replica:
                 pp = slot.preprepare
                 if pp is None or slot.committed_local:
                     continue
+                if self._now - slot.sent_ms < self.cfg.retransmit_ms:
+                    continue
+                slot.sent_ms = self._now
                 if pp.replica == self.me and self.me == self.primary:
                     self._out.append(Broadcast(encode(pp, check=False)))
                 if self._votes.get((b"p", pp.view, seq)) == pp.digest:
@@ -670,7 +680,7 @@ class Replica:
 
     def _on_view_change(self, sender: int, vc: ViewChange) -> None:
         if vc.committed_height < self.committed_height:
-            self._serve_lagging(sender, vc.committed_height + 1)
+            self._serve_lagging(sender, vc.committed_height + 1, certain=True)
         if vc.new_view <= self.view:
             if vc.new_view == self.view and self._new_view and self.primary == self.me:
                 self._out.append(Send(sender, encode(self._new_view)))  # it missed the NewView
@@ -841,7 +851,7 @@ class Replica:
         else:
             self._out.append(Send(source, req))
 
-    def _serve_lagging(self, sender: int, seq: int) -> None:
+    def _serve_lagging(self, sender: int, seq: int, *, certain: bool = False) -> None:
         """A peer still voting on a height we committed is behind: send it the blocks.
 
         Its votes lie within its window, so its own committed height is at least
@@ -850,11 +860,18 @@ class Replica:
         """
         if seq > self.committed_height:
             return
+        committed_at = self._commit_at.get(seq)
+        if (
+            not certain
+            and committed_at is not None
+            and self._now - committed_at < 2 * self.cfg.retransmit_ms
+        ):
+            return  # the last voters' votes arrive after the quorum's: late, not lagging
         last = self._served.get(sender)
         if last is not None and self._now - last < self.cfg.retransmit_ms:
             return
         self._served[sender] = self._now
-        start = max(1, seq - self.cfg.window)
+        start = seq if certain else max(1, seq - self.cfg.window)
         self._out.append(
             ServeBlocks(
                 sender, start, min(self.committed_height, start + MAX_BLOCKS_PER_RESPONSE - 1)

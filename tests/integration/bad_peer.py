@@ -81,7 +81,7 @@ async def run(mode: str, target: str, key_file: str | None, chain_id: str) -> di
             return result
         payloads: list[tuple[str, bytes]]
         if mode == "outsider":
-            payloads = [("frame", frame(encode(StreamFrame(1, 1, b"hello"))))]
+            payloads = [("frame", frame(encode(StreamFrame(1, 1, 0, True, b"hello"))))]
         else:
             bad_sig = Prepare(0, 1, h256(b"no such block"), 3, bytes(64))
             payloads = [
@@ -89,7 +89,9 @@ async def run(mode: str, target: str, key_file: str | None, chain_id: str) -> di
                 ("oversized", (4 << 20).to_bytes(4, "big") + b"\0" * 1024),
                 (
                     "bad_signature",
-                    frame(encode(StreamFrame(secrets.randbits(40) + 1, 1, encode(bad_sig)))),
+                    frame(
+                        encode(StreamFrame(secrets.randbits(40) + 1, 1, 0, True, encode(bad_sig)))
+                    ),
                 ),
             ]
         for name, data in payloads:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from protocol import crypto
 from protocol.codec import signing_payload
 from protocol.crypto import (
     CryptoError,
@@ -96,3 +99,26 @@ def test_merkle_root_changes_with_any_leaf(leaves: list[bytes], data: st.DataObj
     if len(leaves) == 2:
         inner = h256(b"\x00" + leaves[0]) + h256(b"\x00" + leaves[1])
         assert merkle_root([inner]) != merkle_root(leaves)
+
+
+def _reference_root(leaves: list[bytes]) -> bytes:
+    """RFC 6962's recursive definition, as written in the RFC."""
+
+    def sub(hashes: list[bytes]) -> bytes:
+        if len(hashes) == 1:
+            return hashes[0]
+        k = 1 << ((len(hashes) - 1).bit_length() - 1)
+        return h256(b"\x01" + sub(hashes[:k]) + sub(hashes[k:]))
+
+    return sub([h256(b"\x00" + leaf) for leaf in leaves])
+
+
+def test_bottom_up_merkle_root_equals_the_rfc_6962_recursion_cached_or_not() -> None:
+    rng = random.Random(6962)
+    for n in [*range(1, 70), 500, 1000, 1023, 1025]:
+        leaves = [rng.randbytes(rng.randrange(0, 40)) for _ in range(n)]
+        crypto._ROOTS.clear()
+        assert crypto.merkle_root(leaves) == _reference_root(leaves), f"n={n}"
+        assert crypto.merkle_root(leaves) == _reference_root(leaves), f"n={n} (cached)"
+    # Same bytes split differently are different leaf lists with different roots.
+    assert crypto.merkle_root([b"ab", b"c"]) != crypto.merkle_root([b"a", b"bc"])
