@@ -105,12 +105,19 @@ class Mempool:
             else:
                 todo.append(i)
                 room -= 1
-        verdicts: list[tuple[str, str] | None] = []
-        for start in range(0, len(todo), VERIFY_CHUNK):
-            part = [txs[i] for i in todo[start : start + VERIFY_CHUNK]]
-            verdicts += await trio.to_thread.run_sync(self._check_many, part, limiter=self._limiter)
+        # A transaction already checked (in a proposal that arrived before the gossip) is not
+        # verified twice.
+        unchecked = [i for i in todo if hashes[i] not in self._verified]
+        verdict_of: dict[int, tuple[str, str] | None] = dict.fromkeys(todo)
+        for start in range(0, len(unchecked), VERIFY_CHUNK):
+            part = unchecked[start : start + VERIFY_CHUNK]
+            found = await trio.to_thread.run_sync(
+                self._check_many, [txs[i] for i in part], limiter=self._limiter
+            )
+            verdict_of.update(zip(part, found, strict=True))
         now = time.monotonic()
-        for i, verdict in zip(todo, verdicts, strict=True):
+        for i in todo:
+            verdict = verdict_of[i]
             h = hashes[i]
             if verdict is not None:
                 out[i] = Admission(h, "refused", *verdict)
