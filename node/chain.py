@@ -97,7 +97,10 @@ class Executor:
 
     def _execute(self, work: CommittedWork) -> tuple[bytes, BlockOutcome]:
         block = work.block
+        started = time.thread_time()
         outcome = execute_block(self.genesis, StoredState(self.store), block)
+        executed = time.thread_time()
+        self.metrics.worker_cpu.labels("execute").inc(executed - started)
         app_hash = self.store.commit_block(
             block.height,
             block.hash,
@@ -107,6 +110,7 @@ class Executor:
             state_changes=outcome.changes,
             consensus_deletes=work.consensus_deletes,
         )
+        self.metrics.worker_cpu.labels("store").inc(time.thread_time() - executed)
         return app_hash, outcome
 
     def _after_commit(

@@ -148,6 +148,7 @@ class Mempool:
 
     def _check_many(self, txs: list[bytes]) -> list[tuple[str, str] | None]:
         """Worker thread: stateless checks of each transaction."""
+        started = time.thread_time()
         verdicts: list[tuple[str, str] | None] = []
         for tx in txs:
             try:
@@ -155,6 +156,8 @@ class Mempool:
                 verdicts.append(None)
             except TxRejected as exc:
                 verdicts.append((exc.code, exc.detail))
+        self.metrics.verified.inc(len(txs))
+        self.metrics.worker_cpu.labels("verify").inc(time.thread_time() - started)
         return verdicts
 
     def _remember_verified(self, h: bytes) -> None:
@@ -167,6 +170,7 @@ class Mempool:
         h = h256(tx)
         if h in self._verified:
             return True
+        self.metrics.verified.inc()
         try:
             check_tx(self.chain_id, tx)
         except TxRejected:

@@ -132,17 +132,43 @@ class NodeMetrics:
             buckets=INTERVAL_BUCKETS,
             registry=r,
         )
+        self.worker_cpu = Counter(
+            p + "worker_cpu_seconds",
+            "CPU time spent in worker threads, by task (verify, execute, store, journal).",
+            ["task"],
+            registry=r,
+        )
+        self.verified = Counter(
+            p + "mempool_verified",
+            "Transactions whose signatures this node verified.",
+            registry=r,
+        )
         _zero_labels(self)
 
 
 BAD_MESSAGE_REASONS = (
-    "unknown_peer", "malformed", "oversized", "rate_limited", "bad_ack", "inbox_full",
+    "unknown_peer",
+    "malformed",
+    "oversized",
+    "rate_limited",
+    "bad_ack",
+    "inbox_full",
     "replica_error",
 )
 SUSPICION_KINDS = (
-    "bad-block", "bad-certificate", "bad-new-view", "bad-signature", "bad-view-change",
-    "conflicting-votes", "equivocation", "impersonation", "malformed", "not-backup",
-    "not-primary", "state-divergence", "unexpected",
+    "bad-block",
+    "bad-certificate",
+    "bad-new-view",
+    "bad-signature",
+    "bad-view-change",
+    "conflicting-votes",
+    "equivocation",
+    "impersonation",
+    "malformed",
+    "not-backup",
+    "not-primary",
+    "state-divergence",
+    "unexpected",
 )
 
 
