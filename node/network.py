@@ -210,8 +210,8 @@ class PeerNetwork:
         self._session = secrets.randbits(63) | 1
         self._inbound: dict[int, tuple[int, int]] = {}
         """peer -> (session, last delivered seq) of the frames it sends us."""
-        self._partial: dict[int, tuple[int, bytearray]] = {}
-        """peer -> (next part number, bytes so far) of a message arriving in parts."""
+        self._partial: dict[int, tuple[int, int, int, bytearray]] = {}
+        """peer -> (session, next seq, next part, bytes so far) of a message arriving in parts."""
         self._part_bytes = max(1024, max_frame_bytes - FRAME_OVERHEAD)
         self._buckets: dict[int, _TokenBucket] = {}
         self._bad_logged: dict[tuple[str, str], float] = {}
@@ -493,27 +493,35 @@ class PeerNetwork:
                 await stream.write(frame(encode(StreamAck(*last), check=False)))
 
     def _reassemble(self, index: int, remote: ID, fr: StreamFrame) -> bytes | None:
-        """The whole message once its final part is in; None meanwhile. A part out of order
-        (an earlier part was dropped) discards the message: the replica's retransmission and
-        catch-up recover what it carried."""
+        """The whole message once its final part is in; None meanwhile.
+
+        The parts of one message carry consecutive sequence numbers, so a part is accepted only
+        right after the previous part of the same message (same session, next seq, next part
+        number). Anything else -- an earlier part dropped by an overloaded sender -- discards the
+        unfinished message: the replica's retransmission and catch-up recover what it carried.
+        """
         if fr.part == 0 and fr.final:
             self._partial.pop(index, None)
             return fr.payload
-        expected, buf = self._partial.get(index, (0, bytearray()))
-        if fr.part != expected:
-            self._partial.pop(index, None)
-            if fr.part != 0:
-                return None
-            expected, buf = 0, bytearray()
-        buf += fr.payload
+        partial = self._partial.pop(index, None)
+        if fr.part == 0:
+            buf = bytearray(fr.payload)
+        elif (
+            partial is not None
+            and partial[0] == fr.session
+            and partial[1] == fr.seq
+            and partial[2] == fr.part
+        ):
+            buf = partial[3]
+            buf += fr.payload
+        else:
+            return None
         if len(buf) > MAX_MESSAGE_BYTES_IN_PARTS:
-            self._partial.pop(index, None)
             self.bad(remote.to_base58(), "oversized", f"a message in parts above {len(buf)} bytes")
             return None
         if fr.final:
-            self._partial.pop(index, None)
             return bytes(buf)
-        self._partial[index] = (expected + 1, buf)
+        self._partial[index] = (fr.session, fr.seq + 1, fr.part + 1, buf)
         return None
 
     # --- gossip -------------------------------------------------------------------------------
