@@ -16,7 +16,7 @@ from pathlib import Path
 
 import trio
 
-from node.daemon import Node, read_home
+from node.daemon import Node, NodeError, read_home
 from node.logs import setup_logging
 
 log = logging.getLogger("creditnet.node")
@@ -50,8 +50,34 @@ async def run_node(home: Path) -> None:
     log.info("stopped cleanly at height %d", node.store.latest_height)
 
 
+def _leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions inside (nested) exception groups: trio and libp2p wrap errors deeply."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for sub in exc.exceptions for leaf in _leaves(sub)]
+    return [exc]
+
+
 def run(home: Path) -> None:
-    """Entry point of ``creditnet run --home DIR`` (errors propagate to the CLI)."""
+    """Entry point of ``creditnet run --home DIR``.
+
+    Errors the operator can fix (a port in use, an unreadable file) are raised as
+    :class:`NodeError` naming the cause, however deep trio and libp2p wrapped them.
+    """
+    try:
+        _run(home)
+    except BaseExceptionGroup as group:
+        leaves = _leaves(group)
+        for leaf in leaves:
+            if isinstance(leaf, OSError):
+                raise NodeError(f"cannot start the node: {leaf}") from group
+        if len(leaves) == 1 and isinstance(leaves[0], Exception):
+            raise leaves[0] from group
+        raise
+    except OSError as exc:
+        raise NodeError(f"cannot start the node: {exc}") from exc
+
+
+def _run(home: Path) -> None:
     files = read_home(home)
     setup_logging(
         files.config.logging.level, files.config.logging.format, moniker=files.config.moniker

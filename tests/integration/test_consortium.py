@@ -7,6 +7,7 @@ bounds each wait with a deadline, and stops every process it started (the fixtur
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import threading
@@ -283,3 +284,42 @@ def test_outsider_plaintext_and_garbage_peers_are_refused_and_the_cluster_keeps_
     assert code == 200 and all(r["status"] == "committed" for r in body["results"]), body
     cluster.wait_same_tip([0, 1, 2], 1)
     assert all(cluster.nodes[i].running for i in range(3))
+
+
+def test_status_command_and_operator_mistakes_give_one_line_errors(cluster: Cluster) -> None:
+    node0 = cluster.nodes[0]
+    out = subprocess.run(
+        [sys.executable, "-m", "node", "status", "--node", node0.api],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    status = json.loads(out.stdout)
+    assert status["chain_id"] == cluster.chain_id and status["peers"] == 3
+    # A second daemon on the same home: the data directory is locked.
+    out = subprocess.run(
+        [sys.executable, "-m", "node", "run", "--home", str(node0.home)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert "is in use by process" in out.stderr, out.stderr
+    # A copy of the home (its own data directory) on ports in use: named, not a traceback.
+    copy = cluster.root / "copy"
+    shutil.copytree(node0.home, copy, ignore=shutil.ignore_patterns("data", "node.log"))
+    out = subprocess.run(
+        [sys.executable, "-m", "node", "run", "--home", str(copy)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert "cannot start the node" in out.stderr, out.stderr[-2000:]
+    # The cluster is unharmed.
+    code, body = cluster.submit(1, cluster.commitment_txs(1, 5))
+    assert code == 200 and all(r["status"] == "committed" for r in body["results"]), body
