@@ -276,15 +276,16 @@ class P2PConfig:
 class ConsensusConfig:
     """Node-local consensus knobs (batching, mempool, sync); chain-wide timeouts are in genesis."""
 
-    max_batch_txs: Annotated[int, Range(1, 10_000)] = 500
-    batch_wait_ms: Annotated[int, Range(0, 10_000)] = 50
+    max_batch_txs: Annotated[int, Range(1, 10_000)] = 1000
+    batch_wait_ms: Annotated[int, Range(0, 10_000)] = 200
     mempool_max_txs: Annotated[int, Range(1, 10_000_000)] = 5_000
     mempool_max_bytes: Annotated[int, Range(64 * KiB, 16 * GiB)] = 64 * MiB
     sync_chunk_bytes: Annotated[int, Range(4 * KiB, MAX_MESSAGE_BYTES)] = 512 * KiB
 
     DOCS: ClassVar[dict[str, str]] = {
         "max_batch_txs": "Most transactions in one proposed batch.",
-        "batch_wait_ms": "How long the primary waits to fill a batch.",
+        "batch_wait_ms": "How long the primary waits to fill a batch while its earlier blocks "
+        "are in flight (an idle primary proposes at once).",
         "mempool_max_txs": "Pending transactions kept; new ones are refused (HTTP 503) beyond "
         "this; a few seconds of the cluster's throughput keeps latency bounded under overload.",
         "mempool_max_bytes": "Total size of the pending transactions kept.",

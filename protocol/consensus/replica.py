@@ -607,8 +607,12 @@ class Replica:
             self._out.append(CancelTimer(TimerKind.VIEW))
         window_open = self._next_seq <= self.committed_height + self.cfg.window
         if self.is_primary and not self._batch_timer_armed and self._queue and window_open:
+            # Idle (nothing of ours in flight): propose at once, for latency. Busy: gather a
+            # fuller batch for up to batch_wait_ms -- fewer, larger blocks cost less per tx.
+            idle = self._next_seq == self.committed_height + 1
             self._batch_timer_armed = True
-            self._out.append(SetTimer(TimerKind.BATCH, self._now + self.cfg.batch_wait_ms))
+            wait = 0 if idle else self.cfg.batch_wait_ms
+            self._out.append(SetTimer(TimerKind.BATCH, self._now + wait))
         if (
             self.is_primary
             and self.cfg.empty_block_interval_ms
