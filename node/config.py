@@ -277,7 +277,7 @@ class ConsensusConfig:
     """Node-local consensus knobs (batching, mempool, sync); chain-wide timeouts are in genesis."""
 
     max_batch_txs: Annotated[int, Range(1, 10_000)] = 1000
-    batch_wait_ms: Annotated[int, Range(0, 10_000)] = 200
+    batch_wait_ms: Annotated[int, Range(0, 10_000)] = 100
     mempool_max_txs: Annotated[int, Range(1, 10_000_000)] = 5_000
     mempool_max_bytes: Annotated[int, Range(64 * KiB, 16 * GiB)] = 64 * MiB
     sync_chunk_bytes: Annotated[int, Range(4 * KiB, MAX_MESSAGE_BYTES)] = 512 * KiB
