@@ -5,8 +5,10 @@ transactions, executed heights); timers are deadlines the driver keeps itself. E
 every event that is ready, hands each to ``Replica.handle`` stamped with the wall clock, and then
 carries out the outputs: first every :class:`Persist` of the round in one synced write -- so no
 message leaves before the signature it carries is on disk -- then sends, timers, committed blocks
-(to the executor) and suspicions (counted, logged). Deleting consensus records is deferred to the
-commit batch of the next stored block, so a crash never drops a vote before its block is stored.
+(to the executor) and suspicions (counted, logged). Deleting the votes and proofs of a committed
+height is deferred to the commit batch of the next stored block, so a crash never drops a vote
+before its block is stored; other deletions (proofs a new view made obsolete, which may be
+written again later) go in the round's synced write like any other record.
 
 A peer's message that makes the replica raise would be a bug in the replica; the driver logs it,
 counts it as a bad message and carries on rather than letting one peer stop the node.
@@ -46,6 +48,7 @@ from protocol.consensus.events import (
     TimerKind,
     ViewEntered,
 )
+from protocol.consensus.journal import PROOF_PREFIX, VOTE_PREFIX
 from protocol.consensus.messages import BlockResponse, CommittedBlock
 from protocol.consensus.replica import Replica
 
@@ -152,15 +155,16 @@ class Driver:
 
     async def _carry_out(self, outputs: list[Output]) -> None:
         puts: dict[bytes, bytes | None] = {}
+        committed = self.replica.committed_height
         for out in outputs:
             if isinstance(out, Persist):
-                if out.value is None:
+                slot = _slot_of(out.key)
+                if out.value is None and slot is not None and slot <= committed:
+                    # Clean-up of a committed slot: only once its block is stored (see doc).
                     puts.pop(out.key, None)
                     self._pending_deletes.append(out.key)
                 else:
                     puts[out.key] = out.value
-                    if out.key in self._pending_deletes:
-                        self._pending_deletes.remove(out.key)
         if puts:
             await trio.to_thread.run_sync(self.store.write_consensus, puts)
         r = self.replica
@@ -219,6 +223,13 @@ class Driver:
         if now - self._suspicion_logged.get(key, -1e9) >= SUSPICION_LOG_INTERVAL_S:
             self._suspicion_logged[key] = now
             log.warning("validator %d: %s: %s", s.peer, s.kind, s.detail)
+
+
+def _slot_of(key: bytes) -> int | None:
+    """The height a vote or proof record is about (its last 8 bytes), None for other records."""
+    if key.startswith((VOTE_PREFIX, PROOF_PREFIX)) and len(key) >= 8:
+        return int.from_bytes(key[-8:], "big")
+    return None
 
 
 def _stamp(ev: Event, t: int) -> Event:
