@@ -252,6 +252,10 @@ class PeerNetwork:
         self.metrics.p2p_bad_messages.labels(reason).inc()
         now = time.monotonic()
         key = (peer, reason)
+        if len(self._bad_logged) > 10_000:  # strangers may come with ever new keys: stay bounded
+            self._bad_logged = {
+                k: t for k, t in self._bad_logged.items() if now - t < BAD_LOG_INTERVAL_S
+            }
         if now - self._bad_logged.get(key, -1e9) >= BAD_LOG_INTERVAL_S:
             self._bad_logged[key] = now
             log.warning("bad input from peer %s: %s (%s)", peer, reason, detail)
