@@ -55,6 +55,9 @@ from protocol.consensus.replica import Replica
 log = logging.getLogger("creditnet.consensus")
 
 INBOX_SIZE = 100_000
+INBOX_MAX_BYTES = 256 << 20
+"""Peer messages waiting for the replica are bounded in bytes too (a validator may send large
+view changes; a flood of them must not exhaust memory)."""
 MAX_EVENTS_PER_ROUND = 512
 SUSPICION_LOG_INTERVAL_S = 10.0
 
@@ -88,18 +91,25 @@ class Driver:
         self._views_entered = 0
         self._suspicion_logged: dict[tuple[int, str], float] = {}
         self.dropped_events = 0
+        self._queued_bytes = 0
 
     # --- inputs ---------------------------------------------------------------------------
 
     def post(self, event: Event) -> bool:
         """Queue an event for the replica; False (counted) if the inbox is full."""
+        size = len(event.data) if isinstance(event, Receive) else 0
+        if size and self._queued_bytes + size > INBOX_MAX_BYTES:
+            self.dropped_events += 1
+            self.metrics.p2p_bad_messages.labels("inbox_full").inc()
+            return False
         try:
             self._send.send_nowait(event)
-            return True
         except trio.WouldBlock:
             self.dropped_events += 1
             self.metrics.p2p_bad_messages.labels("inbox_full").inc()
             return False
+        self._queued_bytes += size
+        return True
 
     def on_peer_message(self, sender: int, data: bytes) -> None:
         self.post(Receive(0, sender, data))
@@ -136,6 +146,8 @@ class Driver:
                     del self._timers[kind]
                     outputs += self._handle(TimerFired(t, kind))
             for ev in events:
+                if isinstance(ev, Receive):
+                    self._queued_bytes -= len(ev.data)
                 outputs += self._handle(_stamp(ev, now_ms()))
             await self._carry_out(outputs)
 
