@@ -27,7 +27,10 @@ from typing import Any
 from node.config import load_config, split_host_port
 from node.keyfile import load_key
 from node.testnet import create_testnet
-from protocol.codec import encode
+from protocol.block import CommitVote
+from protocol.codec import CodecError, decode, encode
+from protocol.consensus.journal import MAX_CONSENSUS_MESSAGE_BYTES
+from protocol.consensus.messages import Prepare, PrePrepare
 from protocol.crypto import Identity, h256
 from protocol.genesis import loads_genesis
 from protocol.transactions import CommitmentEntry, RecordCommitment, Transaction
@@ -97,8 +100,9 @@ class NodeProc:
 class Cluster:
     """``n`` validators under ``root``; start/stop/kill them and talk to their APIs."""
 
-    def __init__(self, root: Path, n: int = 4, *, seed: int = 0) -> None:
+    def __init__(self, root: Path, n: int = 4, *, seed: int = 0, sent_logs: bool = True) -> None:
         self.root = root
+        self.sent_logs = sent_logs
         self.rng = random.Random(seed)
         self.base_port = free_base_port(n, self.rng)
         create_testnet(root, n, base_port=self.base_port)
@@ -128,10 +132,14 @@ class Cluster:
         if node.running:
             return
         log = open(node.home / "node.log", "ab")  # noqa: SIM115 - owned by the child
+        env = dict(os.environ)
+        if self.sent_logs:
+            env["CREDITNET_SENT_LOG"] = str(node.home / "sent.log")
         node.proc = subprocess.Popen(
             [sys.executable, "-m", "node", "run", "--home", str(node.home)],
             stdout=log,
             stderr=subprocess.STDOUT,
+            env=env,
         )
         log.close()
 
@@ -264,5 +272,31 @@ class Cluster:
         return http(url, {"txs": [t.hex() for t in txs]}, timeout=60)
 
 
-def child_env() -> dict[str, str]:
-    return dict(os.environ)
+def signed_slots(log: Path) -> tuple[int, list[str]]:
+    """Read a node's sent-message log; return (votes seen, conflicts): a conflict is one
+    replica signing two different digests for one (kind, view, height)."""
+    data = log.read_bytes() if log.exists() else b""
+    seen: dict[tuple[str, int, int], bytes] = {}
+    conflicts: list[str] = []
+    pos = 0
+    while pos + 4 <= len(data):
+        n = int.from_bytes(data[pos : pos + 4], "big")
+        body = data[pos + 4 : pos + 4 + n]
+        pos += 4 + n
+        if len(body) < n:
+            break  # the last record of a killed process may be cut short
+        try:
+            msg = decode(body, max_bytes=MAX_CONSENSUS_MESSAGE_BYTES)
+        except CodecError:
+            continue
+        if isinstance(msg, PrePrepare):
+            key, digest = ("pre-prepare", msg.view, msg.seq), msg.digest
+        elif isinstance(msg, Prepare):
+            key, digest = ("prepare", msg.view, msg.seq), msg.digest
+        elif isinstance(msg, CommitVote):
+            key, digest = ("commit", msg.view, msg.height), msg.block_hash
+        else:
+            continue
+        if seen.setdefault(key, digest) != digest:
+            conflicts.append(f"{key}: {seen[key].hex()[:12]} and {digest.hex()[:12]}")
+    return len(seen), conflicts

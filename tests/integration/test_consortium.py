@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from node.config import load_config
 from protocol.crypto import peer_id
-from tests.integration.cluster import Cluster, get_text, http
+from tests.integration.cluster import Cluster, get_text, http, signed_slots
 
 pytestmark = [pytest.mark.integration]
 
@@ -237,6 +237,12 @@ def test_sigterm_all_mid_load_then_restart_keeps_every_committed_tx(cluster: Clu
     # And the chain still grows.
     code, body = cluster.submit(2, cluster.commitment_txs(2, 10))
     assert code == 200 and all(r["status"] == "committed" for r in body["results"])
+    # No replica signed two values for one slot, across the stop and restart: every consensus
+    # message each node sent (before and after) is in its sent log.
+    for node in cluster.nodes:
+        votes, conflicts = signed_slots(node.home / "sent.log")
+        assert votes >= 6, f"node{node.index} logged only {votes} signed slots"
+        assert not conflicts, f"node{node.index} signed twice: {conflicts[:5]}"
 
 
 def _bad_peer(cluster: Cluster, mode: str, target: int, key: Path | None = None) -> dict[str, Any]:
