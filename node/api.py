@@ -8,6 +8,7 @@ with a size limit before any parsing; binary values travel as lowercase hex.
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 from typing import TYPE_CHECKING, Annotated, Any
@@ -23,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from node.mempool import Admission
+from node.records import load_records
 from node.tasks import TaskStatus
 from protocol.block import Block, CommitCertificate
 from protocol.codec import CodecError, decode
@@ -243,6 +245,45 @@ def build_app(node: Node) -> FastAPI:
             out = [_admission_json(r) for r in results]
             code = 202
         return JSONResponse(out[0] if single else {"results": out}, status_code=code)
+
+    def require_operator(request: Request) -> None:
+        auth = request.headers.get("authorization", "")
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            token.strip().encode(), node.files.token.encode()
+        ):
+            raise ApiError(
+                401, "unauthorized", "this call needs the operator token: Authorization: Bearer ..."
+            )
+
+    @app.post(
+        "/v1/records",
+        summary="Load credit records (operator): JSON lines of standard-v1 records",
+        openapi_extra={
+            "requestBody": {
+                "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
+                "required": True,
+            }
+        },
+    )
+    async def post_records(request: Request) -> Any:
+        require_operator(request)
+        body = bytearray()
+        try:
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > cfg.max_body_bytes:
+                    raise ApiError(
+                        413, "too_large", f"request body above {cfg.max_body_bytes} bytes"
+                    )
+        except ClientDisconnect:
+            raise ApiError(400, "disconnected", "the client closed the request") from None
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ApiError(400, "bad_encoding", f"records must be UTF-8: {exc}") from None
+        report = await load_records(node, text.splitlines())
+        return JSONResponse(report.to_json(), status_code=200)
 
     return app
 
