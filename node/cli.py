@@ -95,6 +95,20 @@ def _cmd_devnet(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from exc
 
 
+def _cmd_records_sample(args: argparse.Namespace) -> int:
+    from node.samples import sample_records
+
+    try:
+        records = sample_records(
+            args.national_id, count=args.count, seed=args.seed, furnisher=args.furnisher
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    for record in records:
+        print(json.dumps(record, sort_keys=True, separators=(",", ":")))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="creditnet",
@@ -127,6 +141,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("keygen", help="create a key for a query user or a subject")
     p.add_argument("--out", required=True, help="key file to create (mode 0600)")
     p.set_defaults(func=_cmd_keygen)
+
+    records = sub.add_parser("records", help="credit records (standard v1, JSON lines)")
+    records_sub = records.add_subparsers(dest="records_command", metavar="ACTION", required=True)
+    p = records_sub.add_parser(
+        "sample", help="realistic synthetic v1 records of one subject as JSON lines"
+    )
+    p.add_argument("--national-id", required=True, help="the subject's 18-character ID")
+    p.add_argument("--count", type=int, default=5, help="how many records (default 5)")
+    p.add_argument("--seed", type=int, default=0, help="same seed, same records (default 0)")
+    p.add_argument("--furnisher", default="agency-0", help="furnisher_id of the records")
+    p.set_defaults(func=_cmd_records_sample)
     return parser
 
 
