@@ -95,6 +95,32 @@ def _cmd_devnet(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from exc
 
 
+def _cmd_records_load(args: argparse.Namespace) -> int:
+    import urllib.error
+    import urllib.request
+
+    from node.keyfile import load_token
+
+    try:
+        token = load_token(Path(args.token))
+        data = Path(args.file).read_bytes()
+    except (OSError, KeyFileError) as exc:
+        raise UsageError(str(exc)) from exc
+    req = urllib.request.Request(args.node.rstrip("/") + "/v1/records", data=data, method="POST")
+    req.add_header("Content-Type", "application/x-ndjson")
+    req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=args.timeout) as resp:
+            report = json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        body = exc.read().decode(errors="replace")
+        raise UsageError(f"{args.node}: HTTP {exc.code}: {body}") from None
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{args.node}: {exc}") from exc
+    print(json.dumps(report, indent=2))
+    return 0 if not report.get("errors") else 1
+
+
 def _cmd_records_sample(args: argparse.Namespace) -> int:
     from node.samples import sample_records
 
@@ -152,6 +178,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="same seed, same records (default 0)")
     p.add_argument("--furnisher", default="agency-0", help="furnisher_id of the records")
     p.set_defaults(func=_cmd_records_sample)
+    p = records_sub.add_parser(
+        "load",
+        help="load this agency's records (JSON lines) through its node; exit 1 if lines were "
+        "refused",
+    )
+    p.add_argument("--node", required=True, help="the node's API URL, http://host:port")
+    p.add_argument("--token", required=True, help="the operator token file")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the node")
+    p.add_argument("file", help="records, one standard-v1 JSON object a line")
+    p.set_defaults(func=_cmd_records_load)
     return parser
 
 

@@ -4,6 +4,8 @@ the ledger, stored under the pseudonym -- the raw national ID stored nowhere."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -82,6 +84,50 @@ def test_records_load_commits_good_lines_reports_bad_ones_and_stores_no_raw_id(
             30,
             "commitment on every node",
         )
+    # The operator's commands: generate a subject's records, load them through node1.
+    node1 = cluster.nodes[1]
+    third = national_ids(seed=12, count=1)[0]
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "node",
+            "records",
+            "sample",
+            "--national-id",
+            third,
+            "--count",
+            "4",
+            "--furnisher",
+            "bank-b",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    path = cluster.root / "bank-b.jsonl"
+    path.write_text(out.stdout)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "node",
+            "records",
+            "load",
+            "--node",
+            node1.api,
+            "--token",
+            str(node1.home / "operator.token"),
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["stored"] == 4
     cluster.close()
 
     # On disk: the records under their pseudonyms; the raw IDs nowhere in node0's files.
