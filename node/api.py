@@ -11,6 +11,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import time
 from typing import TYPE_CHECKING, Annotated, Any
 
 import trio
@@ -24,13 +25,21 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from node.mempool import Admission
+from node.queries import QueryRefused, answer_query
 from node.records import load_records
 from node.tasks import TaskStatus
 from protocol.block import Block, CommitCertificate
-from protocol.codec import CodecError, decode
+from protocol.codec import CodecError, decode, encode
 from protocol.contract import views
 from protocol.crypto import h256
-from protocol.transactions import MAX_TX_BYTES, decode_tx
+from protocol.transactions import (
+    MAX_TX_BYTES,
+    QueryRequest,
+    RegisterClient,
+    RegisterSubject,
+    Transaction,
+    decode_tx,
+)
 
 if TYPE_CHECKING:
     from node.daemon import Node
@@ -38,6 +47,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("creditnet.api")
 
 MAX_TXS_PER_REQUEST = 5000
+LONG_ROUTES = frozenset({"records", "queries", "clients", "subjects"})
+"""POST routes that wait for a commit: their time limit is api.wait_commit_timeout_ms."""
 
 
 class ApiError(Exception):
@@ -140,7 +151,9 @@ def build_app(node: Node) -> FastAPI:
         if length is not None and (not length.isdigit() or int(length) > cfg.max_body_bytes):
             return _error(413, "too_large", f"request body above {cfg.max_body_bytes} bytes")
         route = request.url.path.split("/")[2] if request.url.path.startswith("/v1/") else "other"
-        wait = request.query_params.get("wait") == "commit"
+        wait = request.query_params.get("wait") == "commit" or (
+            request.method == "POST" and route in LONG_ROUTES
+        )
         limit = (cfg.wait_commit_timeout_ms if wait else cfg.request_timeout_ms) / 1000
         response = None
         with trio.move_on_after(limit + 1):
@@ -284,6 +297,97 @@ def build_app(node: Node) -> FastAPI:
             raise ApiError(400, "bad_encoding", f"records must be UTF-8: {exc}") from None
         report = await load_records(node, text.splitlines())
         return JSONResponse(report.to_json(), status_code=200)
+
+    async def read_object(request: Request) -> dict[str, Any]:
+        doc = await read_json(request)
+        if not isinstance(doc, dict):
+            raise ApiError(400, "invalid_request", "the body must be a JSON object")
+        return doc
+
+    def key_field(doc: dict[str, Any], name: str, size: int = 32) -> bytes:
+        value = doc.get(name)
+        if not isinstance(value, str):
+            raise ApiError(400, "invalid_request", f"{name}: expected a hex string")
+        raw = _hex(value, name, size)
+        if len(raw) != size:
+            raise ApiError(400, "invalid_request", f"{name}: expected {size} bytes")
+        return raw
+
+    async def agency_tx(body: Any) -> dict[str, Any]:
+        tx = encode(Transaction.sign(node.identity, node.genesis.chain_id, body, time.time_ns()))
+        (adm,) = await node.submit([tx])
+        if not adm.ok:
+            status = 503 if adm.code == "mempool_full" else 422
+            raise ApiError(status, adm.code, adm.detail)
+        await node.executor.wait_committed([adm.tx_hash])
+        out = tx_json(node, adm.tx_hash)
+        if not out.get("ok", True):
+            raise ApiError(422, out["error"], out["detail"])
+        return out
+
+    @app.get("/v1/chain", summary="Chain parameters clients need: salt, fees, validators")
+    async def chain() -> dict[str, Any]:
+        g = node.genesis
+        return {
+            "chain_id": g.chain_id,
+            "genesis_hash": g.hash.hex(),
+            "pseudonym_salt": g.pseudonym_salt.hex(),
+            "fees": {"query_fee": g.fees.query_fee, "exchange_fee": g.fees.exchange_fee},
+            "validators": [
+                {"index": i, "name": v.name, "public_key": v.public_key.hex()}
+                for i, v in enumerate(g.validators)
+            ],
+        }
+
+    @app.get("/v1/accounts/{key}", summary="An account's balance and client registration")
+    async def account(key: str) -> dict[str, Any]:
+        raw = _hex(key, "account key", 32)
+        if len(raw) != 32:
+            raise ApiError(400, "bad_key", "an account key is 32 bytes (64 hex characters)")
+        reg = views.client(node.store_state, raw)
+        return {
+            "account": raw.hex(),
+            "balance": views.balance(node.store_state, raw),
+            "client": None
+            if reg is None
+            else {"name": reg.name, "agency": reg.agency.hex(), "height": reg.height},
+            "height": node.store.latest_height,
+        }
+
+    @app.post("/v1/clients", summary="Register a query user (operator); waits for the commit")
+    async def register_client(request: Request) -> Any:
+        require_operator(request)
+        doc = await read_object(request)
+        deposit = doc.get("deposit", 0)
+        name = doc.get("name", "client")
+        if not isinstance(deposit, int) or isinstance(deposit, bool) or deposit < 0:
+            raise ApiError(400, "invalid_request", "deposit: expected a non-negative integer")
+        if not isinstance(name, str) or not 1 <= len(name) <= 64:
+            raise ApiError(400, "invalid_request", "name: expected 1..64 characters")
+        body = RegisterClient(key_field(doc, "client"), name, deposit)
+        return await agency_tx(body)
+
+    @app.post("/v1/subjects", summary="Register a subject's key for its pseudonym (operator)")
+    async def register_subject(request: Request) -> Any:
+        require_operator(request)
+        doc = await read_object(request)
+        body = RegisterSubject(key_field(doc, "pseudonym"), key_field(doc, "subject"))
+        return await agency_tx(body)
+
+    @app.post("/v1/queries", summary="A lender's signed query; answers with the sealed report")
+    async def post_query(request: Request) -> Any:
+        doc = await read_object(request)
+        raw = doc.get("request")
+        if not isinstance(raw, str):
+            raise ApiError(400, "invalid_request", "request: expected hex of a signed QueryRequest")
+        try:
+            req = decode(_hex(raw, "request", 4096), QueryRequest, max_bytes=4096)
+        except CodecError as exc:
+            raise ApiError(400, "malformed", f"request: {exc}") from None
+        try:
+            return await answer_query(node, req)
+        except QueryRefused as exc:
+            raise ApiError(exc.status, exc.code, exc.detail) from None
 
     return app
 

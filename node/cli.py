@@ -11,6 +11,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import protocol
 from node.keyfile import KeyFileError, write_key
@@ -135,6 +136,92 @@ def _cmd_records_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _client_call(fn: Any) -> int:
+    """Run a client-side action; its errors become one-line CLI errors."""
+    from node.client import ClientError
+
+    try:
+        out = fn()
+    except (ClientError, KeyFileError, ValueError) as exc:
+        raise UsageError(str(exc)) from exc
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def _load_token(path: str) -> str:
+    from node.keyfile import load_token
+
+    return load_token(Path(path))
+
+
+def _cmd_pseudonym(args: argparse.Namespace) -> int:
+    from node import client
+
+    return _client_call(
+        lambda: {"pseudonym": client.subject_pseudonym(args.node, args.national_id).hex()}
+    )
+
+
+def _cmd_client_register(args: argparse.Namespace) -> int:
+    from node import client
+
+    def run() -> Any:
+        key = client.parse_key(args.client, "--client")
+        body = {"client": key.hex(), "deposit": args.deposit, "name": args.name}
+        url = args.node.rstrip("/") + "/v1/clients"
+        return client.call(url, body, token=_load_token(args.token))
+
+    return _client_call(run)
+
+
+def _cmd_subject_register(args: argparse.Namespace) -> int:
+    from node import client
+
+    def run() -> Any:
+        key = client.parse_key(args.subject, "--subject")
+        pn = client.subject_pseudonym(args.node, args.national_id)
+        body = {"pseudonym": pn.hex(), "subject": key.hex()}
+        url = args.node.rstrip("/") + "/v1/subjects"
+        return client.call(url, body, token=_load_token(args.token))
+
+    return _client_call(run)
+
+
+def _cmd_consent(args: argparse.Namespace) -> int:
+    from node import client
+    from node.keyfile import load_key
+
+    def run() -> Any:
+        return client.consent(
+            args.node,
+            load_key(Path(args.key)),
+            args.national_id,
+            client.parse_key(args.client, "--client"),
+            client.parse_purpose(args.purpose),
+            grant=args.consent_command == "grant",
+            days=getattr(args, "days", 30),
+            categories=client.parse_categories(getattr(args, "categories", None)),
+        )
+
+    return _client_call(run)
+
+
+def _cmd_query(args: argparse.Namespace) -> int:
+    from node import client
+    from node.keyfile import load_key
+
+    def run() -> Any:
+        return client.query(
+            args.node,
+            load_key(Path(args.key)),
+            args.national_id,
+            client.parse_purpose(args.purpose),
+            client.parse_categories(args.categories),
+        )
+
+    return _client_call(run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="creditnet",
@@ -163,6 +250,54 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", default="devnet", help="testnet directory (created if missing)")
     p.add_argument("--records", type=int, default=40, help="sample records to commit")
     p.set_defaults(func=_cmd_devnet)
+
+    purposes = "loan_approval, credit_card_approval, post_loan_management, guarantee_review, "
+    purposes += "self_inquiry"
+    p = sub.add_parser("pseudonym", help="a subject's pseudonym (the ID never leaves this machine)")
+    p.add_argument("--node", required=True)
+    p.add_argument("--national-id", required=True)
+    p.set_defaults(func=_cmd_pseudonym)
+
+    p = sub.add_parser("client", help="query users (lenders)")
+    csub = p.add_subparsers(dest="client_command", metavar="ACTION", required=True)
+    p = csub.add_parser("register", help="register a lender's key with an opening deposit")
+    p.add_argument("--node", required=True)
+    p.add_argument("--token", required=True, help="the operator token file")
+    p.add_argument("--client", required=True, help="the lender's public key (hex)")
+    p.add_argument("--deposit", type=int, default=0, help="opening balance, minor units")
+    p.add_argument("--name", default="client", help="the lender's name on the ledger")
+    p.set_defaults(func=_cmd_client_register)
+
+    p = sub.add_parser("subject", help="data subjects")
+    ssub = p.add_subparsers(dest="subject_command", metavar="ACTION", required=True)
+    p = ssub.add_parser("register", help="bind a subject's key to its pseudonym")
+    p.add_argument("--node", required=True)
+    p.add_argument("--token", required=True, help="the operator token file")
+    p.add_argument("--national-id", required=True)
+    p.add_argument("--subject", required=True, help="the subject's public key (hex)")
+    p.set_defaults(func=_cmd_subject_register)
+
+    p = sub.add_parser("consent", help="a subject grants or revokes consent")
+    consent_sub = p.add_subparsers(dest="consent_command", metavar="ACTION", required=True)
+    for action in ("grant", "revoke"):
+        p = consent_sub.add_parser(action, help=f"{action} consent, signed with the subject's key")
+        p.add_argument("--node", required=True)
+        p.add_argument("--key", required=True, help="the subject's key file")
+        p.add_argument("--national-id", required=True)
+        p.add_argument("--client", required=True, help="the lender's public key (hex)")
+        p.add_argument("--purpose", required=True, help=purposes)
+        if action == "grant":
+            p.add_argument("--days", type=int, default=30, help="valid for this many days")
+            p.add_argument("--categories", help="comma-separated; default: every category")
+        p.set_defaults(func=_cmd_consent)
+
+    p = sub.add_parser("query", help="a lender asks an agency for a subject's report")
+    p.add_argument("--node", required=True)
+    p.add_argument("--key", required=True, help="the lender's key file")
+    p.add_argument("--national-id", required=True)
+    p.add_argument("--purpose", required=True, help=purposes)
+    p.add_argument("--categories", help="comma-separated; default: every category")
+    p.set_defaults(func=_cmd_query)
 
     p = sub.add_parser("keygen", help="create a key for a query user or a subject")
     p.add_argument("--out", required=True, help="key file to create (mode 0600)")

@@ -1,0 +1,122 @@
+"""Answering a lender's signed query (mode 1: from this agency's own records).
+
+The order matters and is the product's promise: every check a refusal can come from runs first
+against this node's committed state (signature, freshness, replay, client registration, consent,
+balance) and is answered with a 4xx naming it, nothing released and nothing charged; then the
+query entry (audit record and fee settlement) is submitted and the report is released **only
+after that entry is committed** -- and only if the ledger accepted it, since the ledger re-checks
+consent, balance and replay and is the arbiter when two requests race. The report is sealed to
+the client's key, so only the lender reads it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from node.records import records_of
+from protocol.codec import encode
+from protocol.contract import views
+from protocol.contract.rules import REQUEST_WINDOW_MS
+from protocol.crypto import seal
+from protocol.transactions import QueryEntry, QueryRequest, Transaction
+from protocol.vocabulary import QueryMode
+
+if TYPE_CHECKING:
+    from node.daemon import Node
+
+FRESHNESS_MS = REQUEST_WINDOW_MS // 2
+"""A request older (or newer) than this is refused here, well inside the ledger's own window."""
+
+
+@dataclass(frozen=True)
+class QueryRefused(Exception):
+    """A query refused before anything was released or charged."""
+
+    status: int
+    code: str
+    detail: str
+
+
+def check_request(node: Node, req: QueryRequest, now_ms: int) -> None:
+    """Every refusal the node can tell before submitting; raises QueryRefused."""
+    state = node.store_state
+    if req.agency != node.identity.public_key:
+        raise QueryRefused(422, "wrong_agency", "the request is addressed to another agency")
+    if not req.verify(node.genesis.chain_id):
+        raise QueryRefused(401, "bad_signature", "the request's signature is not the client's")
+    if abs(req.time_ms - now_ms) > FRESHNESS_MS:
+        raise QueryRefused(
+            422,
+            "stale_request",
+            f"request time is {abs(req.time_ms - now_ms) // 1000} s from now "
+            f"(at most {FRESHNESS_MS // 1000} s)",
+        )
+    if views.seen_request(state, req.request_hash) is not None:
+        raise QueryRefused(409, "replayed_request", "this request was already answered")
+    if views.client(state, req.client) is None:
+        raise QueryRefused(403, "unknown_client", "the client is not registered on the ledger")
+    refusal = views.consent_in_force(
+        state, req.pseudonym, req.client, req.purpose, req.categories, now_ms
+    )
+    if refusal is not None:
+        raise QueryRefused(403, refusal, _CONSENT_TEXT.get(refusal, refusal))
+    fee = node.genesis.fees.query_fee
+    if views.balance(state, req.client) < fee:
+        raise QueryRefused(
+            402,
+            "insufficient_balance",
+            f"the client's balance {views.balance(state, req.client)} does not cover the fee {fee}",
+        )
+
+
+_CONSENT_TEXT = {
+    "no_consent": "the subject has not consented to this client for this purpose",
+    "consent_expired": "the subject's consent for this client and purpose has expired",
+    "consent_revoked": "the subject revoked its consent for this client and purpose",
+    "consent_scope": "the subject's consent does not cover the categories asked for",
+}
+
+
+async def answer_query(node: Node, req: QueryRequest) -> dict[str, Any]:
+    """Check, record on the ledger, then release the sealed report (see module doc)."""
+    now_ms = time.time_ns() // 1_000_000
+    check_request(node, req, now_ms)
+    records = [
+        r
+        for r in records_of(node, req.pseudonym)
+        if not req.categories or r.category in req.categories
+    ]
+    if not records:
+        raise QueryRefused(
+            404, "no_records", "this agency holds no records of the subject in that scope"
+        )
+    fee = node.genesis.fees.query_fee
+    body = QueryEntry(req, QueryMode.DIRECT, (), fee)
+    tx = encode(Transaction.sign(node.identity, node.genesis.chain_id, body, time.time_ns()))
+    (admission,) = await node.submit([tx])
+    if not admission.ok:
+        status = 503 if admission.code == "mempool_full" else 422
+        raise QueryRefused(status, admission.code, admission.detail)
+    await node.executor.wait_committed([admission.tx_hash])
+    result = views.tx_result(node.store_state, admission.tx_hash)
+    if result is None or not result.ok:
+        code = result.code if result is not None else "not_committed"
+        detail = result.detail if result is not None else "the query entry was not committed"
+        raise QueryRefused(409 if code == "replayed_request" else 403, code, detail)
+    report = {
+        "request_hash": req.request_hash.hex(),
+        "agency": node.index,
+        "records": [r.to_json() for r in records],
+    }
+    sealed = seal(req.client, json.dumps(report, sort_keys=True).encode())
+    return {
+        "mode": int(QueryMode.DIRECT),
+        "sources": [node.index],
+        "audit_tx": admission.tx_hash.hex(),
+        "height": result.height,
+        "fee": fee,
+        "sealed_report": sealed.hex(),
+    }
