@@ -1,8 +1,15 @@
 """``creditnet devnet``: a local consortium on loopback, for trying creditnet out.
 
 Creates the testnet directory (or reuses one made earlier), starts one ``creditnet run`` process
-per agency (logs in ``DIR/node<i>/node.log``), waits until every API answers, has each agency
-commit sample record commitments through the API, shows every node's status (same height and app
+per agency (logs in ``DIR/node<i>/node.log``), waits until every API answers, and loads realistic
+sample credit records (:mod:`node.samples`): ``--records`` in all, about a subject, spread over
+two or three agencies each, every agency its own furnisher (``agency-<i>``) loading through its
+own node's ``POST /v1/records`` with its operator token, so subjects have records at several
+agencies. The subjects and records come from a fixed seed (:data:`SAMPLE_SEED`): a devnet is
+reproducible, and a re-run on the same directory loads the same records again (an agency may
+re-commit its own record refs). The subjects' national IDs, with which agencies hold how many of
+their records, go to ``DIR/subjects.json`` -- synthetic sample data for whoever tries the devnet,
+on this machine only, never sent to peers. Then it shows every node's status (same height and app
 hash everywhere), prints the URLs, and keeps running until Ctrl-C -- then stops every process it
 started (SIGTERM, SIGKILL after 10 s), so none is left behind.
 """
@@ -12,24 +19,29 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from node.config import load_config, split_host_port
-from node.keyfile import load_key
-from node.testnet import create_testnet
-from protocol.codec import encode
-from protocol.crypto import h256
-from protocol.genesis import loads_genesis
-from protocol.transactions import CommitmentEntry, RecordCommitment, Transaction
+from node.keyfile import load_token
+from node.samples import national_ids, sample_records
+from node.testnet import TestnetError, create_testnet
 
 START_TIMEOUT_S = 60.0
+SAMPLE_SEED = 2026
+"""Seed of the sample subjects and records: the same devnet data on every run and machine."""
+SUBJECTS_FILE = "subjects.json"
+MAX_RECORDS = 100_000
+POST_BATCH = 1000
+"""Records a ``POST /v1/records``: one commitment transaction each."""
 
 
 def http_json(url: str, body: Any = None, *, timeout: float = 30.0) -> Any:
@@ -52,6 +64,12 @@ def node_homes(directory: Path) -> list[Path]:
         key=lambda p: int(p.name[4:]) if p.name[4:].isdigit() else 1 << 30,
     )
     return homes
+
+
+def operator_token(home: Path) -> Path:
+    """The operator token file of the node in ``home`` (``operator.token`` unless configured)."""
+    cfg = load_config(home / "config.toml")
+    return cfg.resolve(cfg.operator_token)
 
 
 def api_url(home: Path) -> str:
@@ -107,31 +125,147 @@ def wait_ready(urls: list[str], procs: list[subprocess.Popen[bytes]], timeout: f
                 time.sleep(0.2)
 
 
-def sample_commitments(home: Path, count: int, seed: int) -> list[str]:
-    """Record-commitment transactions signed by the agency of ``home`` (hex)."""
-    cfg = load_config(home / "config.toml")
-    identity = load_key(cfg.resolve(cfg.node_key))
-    chain_id = loads_genesis(cfg.resolve(cfg.genesis).read_text(encoding="utf-8")).chain_id
-    out = []
-    for i in range(count):
-        ref = h256(
-            b"devnet-record-ref"
-            + identity.public_key
-            + seed.to_bytes(8, "big")
-            + i.to_bytes(8, "big")
-        )
-        body = RecordCommitment((CommitmentEntry(ref, h256(b"digest" + ref)),))
-        tx = Transaction.sign(identity, chain_id, body, nonce=seed * 1_000_000 + i)
-        out.append(encode(tx).hex())
+def subject_count(records: int) -> int:
+    """How many sample subjects share ``records`` records: one per eight, at least three."""
+    return min(records, max(3, records // 8))
+
+
+def plan_samples(
+    agencies: int, records: int, seed: int = SAMPLE_SEED
+) -> list[list[dict[str, object]]]:
+    """Per agency (index ``i``, furnisher ``agency-<i>``), its sample records.
+
+    ``records`` in all, shared evenly by :func:`subject_count` subjects from
+    :func:`~node.samples.national_ids`; each subject's records are spread over two or three
+    agencies, taken in turn round the consortium so every agency gets some when there are enough
+    subjects. The same arguments give the same records on every run and every machine.
+    """
+    out: list[list[dict[str, object]]] = [[] for _ in range(agencies)]
+    ids = national_ids(seed, subject_count(records))
+    rng = random.Random(f"creditnet-devnet/v1|{seed}")
+    turn = 0
+    for k, nid in enumerate(ids):
+        quota = records // len(ids) + (1 if k < records % len(ids) else 0)
+        spread = min(agencies, quota, rng.choice((2, 3)))
+        holders = sorted((turn + j) % agencies for j in range(spread))
+        turn += spread
+        for j, agency in enumerate(holders):
+            count = quota // spread + (1 if j < quota % spread else 0)
+            out[agency] += sample_records(nid, count=count, seed=seed, furnisher=f"agency-{agency}")
     return out
+
+
+def post_records(
+    url: str, token: str, records: list[dict[str, object]], *, timeout: float = 120.0
+) -> dict[str, Any]:
+    """``POST /v1/records`` (operator token) of ``records`` as JSON lines; the load report."""
+    body = "".join(json.dumps(r, sort_keys=True, separators=(",", ":")) + "\n" for r in records)
+    req = urllib.request.Request(url + "/v1/records", data=body.encode(), method="POST")
+    req.add_header("Content-Type", "application/x-ndjson")
+    req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            report: dict[str, Any] = json.loads(resp.read())
+            return report
+    except urllib.error.HTTPError as exc:
+        text = exc.read().decode(errors="replace")
+        raise RuntimeError(f"{url}/v1/records: HTTP {exc.code}: {text}") from None
+
+
+@dataclass
+class AgencyLoad:
+    """What one agency's node stored of its sample records."""
+
+    stored: list[dict[str, object]] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    heights: set[int] = field(default_factory=set)
+
+
+def load_samples(url: str, token: str, records: list[dict[str, object]]) -> AgencyLoad:
+    """Load ``records`` through the node at ``url``, :data:`POST_BATCH` a request."""
+    load = AgencyLoad()
+    for first in range(0, len(records), POST_BATCH):
+        batch = records[first : first + POST_BATCH]
+        report = post_records(url, token, batch)
+        load.stored += [batch[r["line"] - 1] for r in report["records"]]
+        load.errors += report["errors"]
+        load.heights |= {c["height"] for c in report["commitments"] if c.get("ok")}
+    return load
+
+
+def load_line(agency: int, load: AgencyLoad) -> str:
+    """The output line of one agency's load."""
+    name = f"agency-{agency} (node{agency})"
+    if not load.stored and not load.errors:
+        return f"  {name}: no sample records"
+    subjects = len({r["national_id"] for r in load.stored})
+    heights = sorted(load.heights)
+    where = (
+        f"committed at height {heights[0]}"
+        if len(heights) == 1
+        else f"committed at heights {', '.join(map(str, heights))}"
+        if heights
+        else "not committed"
+    )
+    line = f"  {name}: {len(load.stored)} records stored ({subjects} subjects), commitment {where}"
+    if load.errors:
+        e = load.errors[0]
+        line += f"; {len(load.errors)} refused (first: {e.get('error')}: {e.get('detail')})"
+    return line
+
+
+def subjects_summary(ids: list[str], loads: list[AgencyLoad], seed: int) -> dict[str, Any]:
+    """The sample subjects: national ID and which agencies hold how many of their records."""
+    held: dict[str, dict[str, int]] = {nid: {} for nid in ids}
+    for load in loads:
+        for r in load.stored:
+            agencies = held.setdefault(str(r["national_id"]), {})
+            furnisher = str(r["furnisher_id"])
+            agencies[furnisher] = agencies.get(furnisher, 0) + 1
+    return {
+        "about": "Synthetic sample subjects loaded by 'creditnet devnet' (seed "
+        f"{seed}); the national IDs to query. Sample data for this machine only.",
+        "seed": seed,
+        "subjects": [
+            {
+                "national_id": nid,
+                "records": sum(agencies.values()),
+                "agencies": dict(sorted(agencies.items())),
+            }
+            for nid, agencies in held.items()
+        ],
+    }
+
+
+def write_json(path: Path, doc: Any) -> None:
+    """Replace ``path`` with ``doc`` as indented JSON (atomically)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def settled_status(urls: list[str], timeout: float = 10.0) -> list[dict[str, Any]]:
+    """Every node's status, once they show one height and app hash (or after ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        statuses = [http_json(url + "/v1/status") for url in urls]
+        if len({(s["height"], s["app_hash"]) for s in statuses}) == 1:
+            return statuses
+        if time.monotonic() > deadline:
+            return statuses
+        time.sleep(0.2)
 
 
 def devnet(directory: Path, nodes: int, records: int) -> int:
     """Run the devnet in the foreground (see module doc); returns the exit status."""
+    if not 0 <= records <= MAX_RECORDS:
+        raise TestnetError(f"--records must be 0..{MAX_RECORDS}, got {records}")
     if not node_homes(directory):
         create_testnet(directory, nodes)
     homes = node_homes(directory)
     urls = [api_url(h) for h in homes]
+    tokens = [load_token(operator_token(h)) for h in homes]
+    plan = plan_samples(len(homes), records)
     procs = start_nodes(homes)
     stopping = False
 
@@ -144,19 +278,20 @@ def devnet(directory: Path, nodes: int, records: int) -> int:
     try:
         wait_ready(urls, procs, START_TIMEOUT_S)
         print(f"creditnet devnet: {len(homes)} agencies running from {directory}", flush=True)
-        seed = int(time.time())
-        for i, (home, url) in enumerate(zip(homes, urls, strict=True)):
-            txs = sample_commitments(home, max(1, records // len(homes)), seed * 100 + i)
-            res = http_json(url + "/v1/txs?wait=commit", {"txs": txs})
-            done = [r for r in res["results"] if r.get("status") == "committed"]
-            print(
-                f"  agency-{i}: {len(done)} record commitments committed at height "
-                f"{max((r['height'] for r in done), default=0)}",
-                flush=True,
-            )
-        time.sleep(0.5)
-        for i, url in enumerate(urls):
-            st = http_json(url + "/v1/status")
+        loads = []
+        for i, (url, token) in enumerate(zip(urls, tokens, strict=True)):
+            load = load_samples(url, token, plan[i])
+            loads.append(load)
+            print(load_line(i, load), flush=True)
+        subjects_file = directory / SUBJECTS_FILE
+        ids = national_ids(SAMPLE_SEED, subject_count(records))
+        write_json(subjects_file, subjects_summary(ids, loads, SAMPLE_SEED))
+        print(
+            f"  {len(ids)} sample subjects (national IDs, agencies holding their records) "
+            f"in {subjects_file}",
+            flush=True,
+        )
+        for i, (url, st) in enumerate(zip(urls, settled_status(urls), strict=True)):
             print(
                 f"  node{i}  api {url}  height {st['height']}  app_hash {st['app_hash'][:16]}  "
                 f"view {st['view']}  peers {st['peers']}  metrics "
@@ -175,7 +310,7 @@ def devnet(directory: Path, nodes: int, records: int) -> int:
     except KeyboardInterrupt:
         print("\ncreditnet devnet: stopping", flush=True)
         return 0
-    except RuntimeError as exc:
+    except (OSError, RuntimeError) as exc:
         print(f"creditnet devnet: {exc}", file=sys.stderr)
         return 1
     finally:
