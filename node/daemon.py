@@ -25,6 +25,7 @@ from node.chain import Executor, StoredState
 from node.config import Config, ConfigError, load_config, parse_multiaddr, split_host_port
 from node.driver import Driver
 from node.keyfile import load_key, load_token
+from node.lookups import Lookups
 from node.mempool import Admission, Mempool
 from node.metrics import NodeMetrics, serve_metrics
 from node.network import PeerAddress, PeerNetwork
@@ -155,6 +156,7 @@ class Node:
             max_pending_txs=max(cfg.consensus.mempool_max_txs * 2, 10_000),
         )
         self.replica = Replica(rcfg, files.identity, restored_state(store), self.mempool.tx_check)
+        self.lookups = Lookups(self)
         self.network = PeerNetwork(
             identity=files.identity,
             chain_id=genesis.chain_id,
@@ -165,6 +167,8 @@ class Node:
             metrics=metrics,
             on_message=self._on_peer_message,
             on_txs=self._on_peer_txs,
+            on_lookup=self.lookups.on_lookup,
+            on_lookup_reply=self.lookups.on_reply,
             max_frame_bytes=cfg.p2p.max_frame_bytes,
             backoff_ms=(cfg.p2p.dial_backoff_min_ms, cfg.p2p.dial_backoff_max_ms),
             max_msgs_per_peer_per_s=cfg.p2p.max_msgs_per_peer_per_s,

@@ -168,6 +168,7 @@ SUSPICION_KINDS = (
     "not-backup",
     "not-primary",
     "state-divergence",
+    "tampered-record",
     "unexpected",
 )
 

@@ -76,6 +76,13 @@ GOSSIP_INTERVAL_S = 0.05
 CPU per message per node, whatever its size."""
 
 
+LOOKUP_REPLY_PROTOCOL = TProtocol("/creditnet/lookup-reply/1.0.0")
+
+
+def lookup_topic(chain_id: str) -> str:
+    return f"/creditnet/{chain_id}/lookups/1"
+
+
 def tx_topic(chain_id: str) -> str:
     return f"/creditnet/{chain_id}/txs/1"
 
@@ -188,6 +195,8 @@ class PeerNetwork:
         metrics: NodeMetrics,
         on_message: Callable[[int, bytes], None],
         on_txs: Callable[[int, tuple[bytes, ...]], None],
+        on_lookup: Callable[[int, bytes], None] | None = None,
+        on_lookup_reply: Callable[[int, bytes], None] | None = None,
         max_frame_bytes: int = MAX_FRAME_BYTES,
         backoff_ms: tuple[int, int] = (500, 30_000),
         max_msgs_per_peer_per_s: int = 2000,
@@ -199,6 +208,8 @@ class PeerNetwork:
         self.metrics = metrics
         self._on_message = on_message
         self._on_txs = on_txs
+        self._on_lookup = on_lookup
+        self._on_lookup_reply = on_lookup_reply
         self.max_frame_bytes = max_frame_bytes
         self._backoff = backoff_ms
         self._rate = max_msgs_per_peer_per_s
@@ -339,6 +350,10 @@ class PeerNetwork:
                 pubsub.set_topic_validator(tx_topic(self.chain_id), self._validate_gossip, False)
                 sub = await pubsub.subscribe(tx_topic(self.chain_id))
                 nursery.start_soon(self._drain_gossip, sub)
+                topic = lookup_topic(self.chain_id)
+                pubsub.set_topic_validator(topic, self._validate_gossip, False)
+                nursery.start_soon(self._drain_lookups, await pubsub.subscribe(topic))
+                host.set_stream_handler(LOOKUP_REPLY_PROTOCOL, self._guarded_reply)
                 nursery.start_soon(self._publish_gossip)
                 for index in self._out:
                     nursery.start_soon(self._outbound_loop, index)
@@ -567,6 +582,81 @@ class PeerNetwork:
                 self.bad(str(msg.from_id.hex()[:16]), "malformed", f"tx batch: {exc}")
             except Exception as exc:
                 log.warning("gossip message handling failed: %r", exc)
+
+    # --- mode-2 lookups ----------------------------------------------------------------------
+
+    def publish_lookup(self, data: bytes) -> None:
+        """Gossip a lookup to every agency (best effort; the asker has a deadline)."""
+        self.spawn(self._publish_lookup, data)
+
+    async def _publish_lookup(self, data: bytes) -> None:
+        try:
+            assert self._pubsub is not None
+            await self._pubsub.publish(lookup_topic(self.chain_id), data)
+            self.metrics.p2p_messages.labels("out", "lookup").inc()
+        except Exception as exc:
+            log.warning("lookup publish failed: %r", exc)
+
+    async def _drain_lookups(self, sub: Any) -> None:
+        me = self._host_or_fail().get_id()
+        while True:
+            msg = await sub.get()
+            try:
+                origin = ID(bytes(msg.from_id))
+                index = self.index_of(origin)
+                if origin == me or index is None or self._on_lookup is None:
+                    continue
+                self.metrics.p2p_messages.labels("in", "lookup").inc()
+                self._on_lookup(index, bytes(msg.data))
+            except Exception as exc:
+                log.warning("lookup handling failed: %r", exc)
+
+    def send_lookup_reply(self, to: int, data: bytes) -> None:
+        """Answer a lookup on a direct stream to the asking agency (one frame, then close)."""
+        self.spawn(self._send_reply, to, data)
+
+    async def _send_reply(self, to: int, data: bytes) -> None:
+        stream: INetStream | None = None
+        try:
+            with trio.fail_after(10):
+                stream = await self._host_or_fail().new_stream(
+                    self._peer_id(to), [LOOKUP_REPLY_PROTOCOL]
+                )
+                await stream.write(frame(data))
+                await stream.close()
+            self.metrics.p2p_messages.labels("out", "lookup_reply").inc()
+        except Exception as exc:
+            log.info("lookup reply to validator %d not delivered: %r", to, exc)
+            if stream is not None:
+                await _reset_quietly(stream)
+
+    async def _guarded_reply(self, stream: INetStream) -> None:
+        """Stream handler for lookup replies. Never raises."""
+        try:
+            remote = stream.muxed_conn.peer_id
+            index = self.index_of(remote)
+            if index is None:
+                self.bad(str(remote), "unknown_peer", "lookup reply from outside the validator set")
+                await _reset_quietly(stream)
+                return
+            buf = FrameBuffer(self.max_frame_bytes)
+            bodies: list[bytes] = []
+            with trio.fail_after(10):
+                while not bodies:
+                    data = await stream.read(READ_CHUNK)
+                    if not data:
+                        break
+                    bodies = buf.feed(data)
+            await stream.close()
+            if bodies and self._on_lookup_reply is not None:
+                self.metrics.p2p_messages.labels("in", "lookup_reply").inc()
+                self._on_lookup_reply(index, bodies[0])
+        except FrameTooLarge as exc:
+            self.bad(str(stream.muxed_conn.peer_id), "oversized", str(exc))
+            await _reset_quietly(stream)
+        except Exception as exc:
+            log.debug("lookup reply stream ended: %r", exc)
+            await _reset_quietly(stream)
 
     async def _publish_gossip(self) -> None:
         """Publish queued transactions as TxBatch messages, at most one every GOSSIP_INTERVAL_S."""

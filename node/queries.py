@@ -16,11 +16,13 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from node.lookups import ServedRecord
 from node.records import records_of
 from protocol.codec import encode
 from protocol.contract import views
 from protocol.contract.rules import REQUEST_WINDOW_MS
 from protocol.crypto import seal
+from protocol.record import StoredRecord, record_ref
 from protocol.transactions import QueryEntry, QueryRequest, Transaction
 from protocol.vocabulary import QueryMode
 
@@ -81,20 +83,45 @@ _CONSENT_TEXT = {
 
 
 async def answer_query(node: Node, req: QueryRequest) -> dict[str, Any]:
-    """Check, record on the ledger, then release the sealed report (see module doc)."""
+    """Check, record on the ledger, then release the sealed report (see module doc).
+
+    Mode 1 when this agency's own records cover the request (any record when every category is
+    asked for, each asked category otherwise); mode 2 -- a lookup to the other agencies, whose
+    verified records are merged with ours -- when they do not.
+    """
     now_ms = time.time_ns() // 1_000_000
     check_request(node, req, now_ms)
-    records = [
-        r
+    own = [
+        ServedRecord(r, node.index, _height_of(node, r))
         for r in records_of(node, req.pseudonym)
         if not req.categories or r.category in req.categories
     ]
+    covered = {s.record.category for s in own}
+    mode = QueryMode.DIRECT
+    served: list[ServedRecord] = []
+    if not own or (req.categories and not set(req.categories) <= covered):
+        mode = QueryMode.FORWARDED
+        served = await node.lookups.ask(req)
+    records = own + served
     if not records:
         raise QueryRefused(
-            404, "no_records", "this agency holds no records of the subject in that scope"
+            404, "no_records", "no agency holds records of the subject in that scope"
         )
-    fee = node.genesis.fees.query_fee
-    body = QueryEntry(req, QueryMode.DIRECT, (), fee)
+    serving_idx = sorted({s.agency for s in served})
+    if mode == QueryMode.FORWARDED and not serving_idx:
+        mode = QueryMode.DIRECT  # nothing came from peers: our own records answer
+    keys = node.genesis.validator_keys
+    fees = node.genesis.fees
+    fee = fees.query_fee + fees.exchange_fee * len(serving_idx)
+    if views.balance(node.store_state, req.client) < fee:
+        raise QueryRefused(
+            402,
+            "insufficient_balance",
+            f"the client's balance {views.balance(node.store_state, req.client)} does not cover "
+            f"the fee {fee}",
+        )
+    serving = tuple(keys[i] for i in serving_idx) if mode == QueryMode.FORWARDED else ()
+    body = QueryEntry(req, mode, serving, fee)
     tx = encode(Transaction.sign(node.identity, node.genesis.chain_id, body, time.time_ns()))
     (admission,) = await node.submit([tx])
     if not admission.ok:
@@ -109,14 +136,23 @@ async def answer_query(node: Node, req: QueryRequest) -> dict[str, Any]:
     report = {
         "request_hash": req.request_hash.hex(),
         "agency": node.index,
-        "records": [r.to_json() for r in records],
+        "records": [
+            s.record.to_json() | {"served_by": s.agency, "commitment_height": s.commitment_height}
+            for s in records
+        ],
     }
     sealed = seal(req.client, json.dumps(report, sort_keys=True).encode())
     return {
-        "mode": int(QueryMode.DIRECT),
-        "sources": [node.index],
+        "mode": int(mode),
+        "sources": sorted({s.agency for s in records}),
+        "serving": serving_idx if mode == QueryMode.FORWARDED else [],
         "audit_tx": admission.tx_hash.hex(),
         "height": result.height,
         "fee": fee,
         "sealed_report": sealed.hex(),
     }
+
+
+def _height_of(node: Node, rec: StoredRecord) -> int:
+    c = views.commitment(node.store_state, record_ref(rec.furnisher_id, rec.record_id))
+    return 0 if c is None else c.height

@@ -72,6 +72,9 @@ TAG_TABLE: dict[int, str] = {
     0x50: "StreamFrame",
     0x51: "StreamAck",
     0x52: "TxBatch",
+    0x53: "Lookup",
+    0x54: "LookupReply",
+    0x55: "RecordSet",
     # ledger state: values the built-in credit contract stores (protocol/contract/state.py)
     0x60: "Account",
     0x61: "ClientRegistration",

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
+from protocol.block import MAX_VALIDATORS
 from protocol.codec import (
     MAX_MESSAGE_BYTES,
+    Hash32,
     InvalidMessage,
     MaxItems,
     MaxLen,
@@ -24,6 +26,8 @@ from protocol.codec import (
     Range,
     message,
 )
+from protocol.record import StoredRecord
+from protocol.transactions import QueryRequest
 
 MAX_FRAME_BYTES = MAX_MESSAGE_BYTES
 """Largest frame (length prefix excluded) on a consensus stream."""
@@ -73,3 +77,33 @@ class TxBatch(Message):
     def check(self) -> None:
         if not self.txs:
             raise InvalidMessage("TxBatch.txs: must not be empty")
+
+
+MAX_LOOKUP_RECORDS = 1000
+
+
+@message("Lookup")
+class Lookup(Message):
+    """A mode-2 lookup, gossiped by the asking agency: the lender's signed request (pseudonym,
+    purpose, categories -- never a raw ID), so every holder checks the same consent itself."""
+
+    request: QueryRequest
+    asker: Annotated[int, Range(0, MAX_VALIDATORS - 1)]
+
+
+@message("RecordSet")
+class RecordSet(Message):
+    """Records one agency serves for a lookup (sealed to the asker inside a LookupReply)."""
+
+    records: Annotated[tuple[StoredRecord, ...], MaxItems(MAX_LOOKUP_RECORDS)]
+
+
+@message("LookupReply")
+class LookupReply(Message):
+    """A holder's answer on a direct stream: a RecordSet sealed to the asking agency (empty
+    when it holds nothing in scope or the consent check failed there, so the asker need not wait
+    for its deadline)."""
+
+    request_hash: Hash32
+    sealed: Annotated[bytes, MaxLen(MAX_PAYLOAD_BYTES)]
+    refusal: Annotated[str, MaxLen(64)]

@@ -9,17 +9,22 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from node.keyfile import load_key
+from node.records import RECORDS_NS
 from node.samples import national_ids, sample_records
-from protocol.codec import encode
+from node.storage import BlockStore
+from protocol.codec import decode, encode
 from protocol.pseudonym import pseudonym
+from protocol.record import StoredRecord
 from protocol.transactions import QueryRequest
 from protocol.vocabulary import Purpose
 from tests.integration.cluster import Cluster, http
+from tests.integration.test_consortium import metric_families
 
 pytestmark = [pytest.mark.integration]
 
@@ -226,3 +231,115 @@ def test_mode_1_query_with_consent_fees_and_refusals(cluster: Cluster, tmp_path:
     # Two queries charged in all (the CLI one and the first signed request); refusals nothing.
     assert balance(cluster, 0, lender_pk) == 1000 - 2 * fee
     assert balance(cluster, 0, poor_pk) == 50
+
+
+def _load(cluster: Cluster, i: int, records: list[dict[str, object]], tmp: Path) -> None:
+    path = tmp / f"agency{i}.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in records))
+    node = cluster.nodes[i]
+    cli(
+        "records",
+        "load",
+        "--node",
+        node.api,
+        "--token",
+        str(node.home / "operator.token"),
+        str(path),
+    )
+
+
+def test_mode_2_merges_records_from_two_agencies_and_drops_a_tampered_one(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    api = cluster.nodes[0].api
+    token = str(cluster.nodes[0].home / "operator.token")
+    nid = national_ids(seed=8, count=1)[0]
+    at1 = sample_records(nid, count=2, seed=1, furnisher="agency-1")
+    at2 = sample_records(nid, count=3, seed=2, furnisher="agency-2")
+    _load(cluster, 1, at1, tmp_path)
+    _load(cluster, 2, at2, tmp_path)
+    lender, subject = tmp_path / "lender.key", tmp_path / "s.key"
+    lender_pk, subject_pk = keygen(lender), keygen(subject)
+    cli(
+        "client",
+        "register",
+        "--node",
+        api,
+        "--token",
+        token,
+        "--client",
+        lender_pk,
+        "--deposit",
+        "1000",
+    )
+    cli(
+        "subject",
+        "register",
+        "--node",
+        api,
+        "--token",
+        token,
+        "--national-id",
+        nid,
+        "--subject",
+        subject_pk,
+    )
+    cli(
+        "consent",
+        "grant",
+        "--node",
+        api,
+        "--key",
+        str(subject),
+        "--national-id",
+        nid,
+        "--client",
+        lender_pk,
+        "--purpose",
+        "credit_card_approval",
+    )
+
+    query = (
+        "query",
+        "--node",
+        api,
+        "--key",
+        str(lender),
+        "--national-id",
+        nid,
+        "--purpose",
+        "credit_card_approval",
+    )
+    out = json.loads(cli(*query).stdout)
+    assert out["mode"] == 2 and out["sources"] == [1, 2] and out["serving"] == [1, 2], out
+    assert sorted(r["record_id"] for r in out["records"]) == sorted(
+        str(r["record_id"]) for r in at1 + at2
+    )
+    assert {r["served_by"] for r in out["records"]} == {1, 2}
+    fees = cluster.genesis.fees
+    fee = fees.query_fee + 2 * fees.exchange_fee
+    assert out["fee"] == fee
+    keys = [n.identity.public_key.hex() for n in cluster.nodes]
+    for i in range(4):
+        cluster.wait_for(lambda i=i: balance(cluster, i, lender_pk) == 1000 - fee, 30, "fees")
+        assert balance(cluster, i, keys[0]) == fees.query_fee
+        assert balance(cluster, i, keys[1]) == fees.exchange_fee
+        assert balance(cluster, i, keys[2]) == fees.exchange_fee
+
+    # Agency 2's copy of one record is altered on disk: its commitment no longer matches.
+    cluster.terminate(2)
+    store = BlockStore.open(cluster.nodes[2].home / "data", cluster.chain_id)
+    try:
+        pn = pseudonym(nid, cluster.genesis.pseudonym_salt)
+        key, raw = next(iter(store.private_items(RECORDS_NS, pn)))
+        rec = decode(raw, StoredRecord)
+        store.write_private(RECORDS_NS, {key: encode(replace(rec, balance=rec.balance + 1))})
+    finally:
+        store.close()
+    cluster.start(2)
+    cluster.wait_api(2)
+    cluster.wait_for(lambda: cluster.status(0)["peers"] == 3, 60, "node2 reconnected")
+    out = json.loads(cli(*query).stdout)
+    assert out["mode"] == 2 and len(out["records"]) == 4, out  # 2 from agency 1, 2 of 3 from 2
+    fams = metric_families(cluster.nodes[0].metrics)
+    assert fams["creditnet_consensus_suspicions"][(("kind", "tampered-record"),)] >= 1
