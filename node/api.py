@@ -31,7 +31,7 @@ from node.tasks import TaskStatus
 from protocol.block import Block, CommitCertificate
 from protocol.codec import CodecError, decode, encode
 from protocol.contract import views
-from protocol.crypto import h256
+from protocol.crypto import Domain, h256, verify
 from protocol.transactions import (
     MAX_TX_BYTES,
     QueryRequest,
@@ -388,6 +388,58 @@ def build_app(node: Node) -> FastAPI:
             return await answer_query(node, req)
         except QueryRefused as exc:
             raise ApiError(exc.status, exc.code, exc.detail) from None
+
+    @app.get(
+        "/v1/subjects/{pseudonym_hex}/queries",
+        summary="A subject's query records: who asked, when, why, which agencies served, fee",
+        description="Signed by the subject (time_ms and signature: Ed25519 in the subject-read "
+        "domain over pseudonym || u64be(time_ms)) or called with the operator token.",
+    )
+    async def subject_queries(
+        request: Request,
+        pseudonym_hex: str,
+        time_ms: Annotated[int | None, Query()] = None,
+        signature: Annotated[str | None, Query()] = None,
+    ) -> Any:
+        pn = _hex(pseudonym_hex, "pseudonym", 32)
+        if len(pn) != 32:
+            raise ApiError(400, "bad_pseudonym", "a pseudonym is 32 bytes (64 hex characters)")
+        state = node.store_state
+        if signature is None:
+            require_operator(request)
+        else:
+            subject_key = views.subject_key(state, pn)
+            if subject_key is None:
+                raise ApiError(404, "unknown_subject", "no subject is registered for it")
+            sig = _hex(signature, "signature", 64)
+            now = time.time_ns() // 1_000_000
+            if time_ms is None or abs(time_ms - now) > 300_000:
+                raise ApiError(401, "stale_signature", "time_ms must be within 5 minutes of now")
+            payload = pn + time_ms.to_bytes(8, "big")
+            if len(sig) != 64 or not verify(
+                subject_key, Domain.SUBJECT_READ, node.genesis.chain_id, payload, sig
+            ):
+                raise ApiError(401, "bad_signature", "not signed by the subject's key")
+        keys = list(node.genesis.validator_keys)
+        out = []
+        for e in views.audit_entries(node.store.state_items, pn):
+            reg = views.client(state, e.client)
+            out.append(
+                {
+                    "tx": e.tx_hash.hex(),
+                    "client": e.client.hex(),
+                    "client_name": None if reg is None else reg.name,
+                    "purpose": e.purpose.label,
+                    "categories": [c.label for c in e.categories],
+                    "mode": int(e.mode),
+                    "agency": keys.index(e.agency) if e.agency in keys else e.agency.hex(),
+                    "serving": [keys.index(k) if k in keys else k.hex() for k in e.serving],
+                    "fee": e.fee,
+                    "time_ms": e.time_ms,
+                    "height": e.height,
+                }
+            )
+        return {"pseudonym": pn.hex(), "queries": out}
 
     return app
 

@@ -222,6 +222,13 @@ def _cmd_query(args: argparse.Namespace) -> int:
     return _client_call(run)
 
 
+def _cmd_audit(args: argparse.Namespace) -> int:
+    from node import client
+    from node.keyfile import load_key
+
+    return _client_call(lambda: client.audit(args.node, load_key(Path(args.key)), args.national_id))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="creditnet",
@@ -298,6 +305,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--purpose", required=True, help=purposes)
     p.add_argument("--categories", help="comma-separated; default: every category")
     p.set_defaults(func=_cmd_query)
+
+    p = sub.add_parser("audit", help="a subject reads who queried its data")
+    p.add_argument("--node", required=True)
+    p.add_argument("--key", required=True, help="the subject's key file")
+    p.add_argument("--national-id", required=True)
+    p.set_defaults(func=_cmd_audit)
 
     p = sub.add_parser("keygen", help="create a key for a query user or a subject")
     p.add_argument("--out", required=True, help="key file to create (mode 0600)")

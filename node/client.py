@@ -15,7 +15,7 @@ import urllib.request
 from typing import Any
 
 from protocol.codec import encode
-from protocol.crypto import CryptoError, Identity
+from protocol.crypto import CryptoError, Domain, Identity
 from protocol.pseudonym import pseudonym
 from protocol.transactions import ConsentGrant, ConsentRevoke, QueryRequest, Transaction
 from protocol.vocabulary import Category, Purpose
@@ -148,3 +148,15 @@ def query(
         raise ClientError(f"the report could not be opened with this key: {exc}") from exc
     answer["records"] = report["records"]
     return dict(answer)
+
+
+def audit(node: str, subject: Identity, national_id: str) -> dict[str, Any]:
+    """The subject's query records, read with a request signed by the subject's key."""
+    base = node.rstrip("/")
+    info = chain(base)
+    pn = pseudonym(national_id, bytes.fromhex(info["pseudonym_salt"]))
+    now = time.time_ns() // 1_000_000
+    sig = subject.sign(Domain.SUBJECT_READ, info["chain_id"], pn + now.to_bytes(8, "big"))
+    out = call(f"{base}/v1/subjects/{pn.hex()}/queries?time_ms={now}&signature={sig.hex()}")
+    assert isinstance(out, dict)
+    return out

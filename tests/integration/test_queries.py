@@ -326,6 +326,42 @@ def test_mode_2_merges_records_from_two_agencies_and_drops_a_tampered_one(
         assert balance(cluster, i, keys[1]) == fees.exchange_fee
         assert balance(cluster, i, keys[2]) == fees.exchange_fee
 
+    # The same lender asks agency 1, which holds records itself: mode 1.
+    api1 = cluster.nodes[1].api
+    out1 = json.loads(
+        cli(
+            "query",
+            "--node",
+            api1,
+            "--key",
+            str(lender),
+            "--national-id",
+            nid,
+            "--purpose",
+            "credit_card_approval",
+        ).stdout
+    )
+    assert out1["mode"] == 1 and out1["sources"] == [1] and len(out1["records"]) == 2
+    # The subject reads both queries back, from any node, with its own key.
+    cluster.wait_same_tip([0, 1, 2, 3], out1["height"])
+    audit = json.loads(
+        cli(
+            "audit", "--node", cluster.nodes[3].api, "--key", str(subject), "--national-id", nid
+        ).stdout
+    )
+    got = [
+        (q["mode"], q["agency"], q["serving"], q["fee"], q["purpose"], q["client"])
+        for q in audit["queries"]
+    ]
+    assert got == [
+        (2, 0, [1, 2], fee, "credit_card_approval", lender_pk),
+        (1, 1, [], fees.query_fee, "credit_card_approval", lender_pk),
+    ], audit
+    assert [q["tx"] for q in audit["queries"]] == [out["audit_tx"], out1["audit_tx"]]
+    # Nobody else reads them: the lender's key is not the subject's.
+    res = cli("audit", "--node", api, "--key", str(lender), "--national-id", nid, ok=False)
+    assert res.returncode == 2 and "bad_signature" in res.stderr
+
     # Agency 2's copy of one record is altered on disk: its commitment no longer matches.
     cluster.terminate(2)
     store = BlockStore.open(cluster.nodes[2].home / "data", cluster.chain_id)
