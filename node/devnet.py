@@ -30,10 +30,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from node import client
 from node.config import load_config, split_host_port
-from node.keyfile import load_token
+from node.keyfile import load_key, load_token, write_key
 from node.samples import national_ids, sample_records
 from node.testnet import TestnetError, create_testnet
+from protocol.crypto import Identity
+from protocol.vocabulary import Purpose
 
 START_TIMEOUT_S = 60.0
 SAMPLE_SEED = 2026
@@ -256,6 +259,66 @@ def settled_status(urls: list[str], timeout: float = 10.0) -> list[dict[str, Any
         time.sleep(0.2)
 
 
+def _key(path: Path) -> Identity:
+    """The devnet's lender or subject key at ``path``, created on first use (0600)."""
+    if not path.exists():
+        write_key(path, Identity.generate())
+    return load_key(path)
+
+
+def show_queries(
+    directory: Path, urls: list[str], tokens: list[str], summary: dict[str, Any]
+) -> None:
+    """The source paper's two flows, asked at agency 0 by lender C1: mode 1 for a subject whose
+    records agency 0 holds, mode 2 for one whose records only other agencies hold."""
+    subjects = summary.get("subjects", [])
+    local = next((s for s in subjects if "agency-0" in s["agencies"]), None)
+    remote = next((s for s in subjects if "agency-0" not in s["agencies"]), None)
+    if local is None and remote is None:
+        return
+    lender = _key(directory / "lender-c1.key")
+    base = urls[0]
+    try:
+        client.call(
+            base + "/v1/clients",
+            {"client": lender.public_key.hex(), "deposit": 100_000, "name": "C1"},
+            token=tokens[0],
+        )
+    except client.ClientError as exc:
+        if "client_exists" not in str(exc):
+            raise
+    print(
+        f"  lender C1 ({lender.public_key.hex()[:16]}, key {directory / 'lender-c1.key'}) "
+        "registered at agency-0",
+        flush=True,
+    )
+    for label, subject in (("mode 1", local), ("mode 2", remote)):
+        if subject is None:
+            continue
+        nid = str(subject["national_id"])
+        key = _key(directory / f"subject-{nid[-4:]}.key")
+        pn = client.subject_pseudonym(base, nid)
+        try:
+            client.call(
+                base + "/v1/subjects",
+                {"pseudonym": pn.hex(), "subject": key.public_key.hex()},
+                token=tokens[0],
+            )
+        except client.ClientError as exc:
+            if "subject_exists" not in str(exc):
+                raise
+        client.consent(base, key, nid, lender.public_key, Purpose.LOAN_APPROVAL, grant=True)
+        answer = client.query(base, lender, nid, Purpose.LOAN_APPROVAL)
+        held = ", ".join(f"{a}: {n}" for a, n in subject["agencies"].items())
+        print(
+            f"  {label} query at agency-0 for subject ...{nid[-4:]} (records at {held}): "
+            f"mode {answer['mode']}, sources {answer['sources']}, "
+            f"{len(answer['records'])} records, fee {answer['fee']}, "
+            f"audit tx {answer['audit_tx'][:16]} at height {answer['height']}",
+            flush=True,
+        )
+
+
 def devnet(directory: Path, nodes: int, records: int) -> int:
     """Run the devnet in the foreground (see module doc); returns the exit status."""
     if not 0 <= records <= MAX_RECORDS:
@@ -291,6 +354,7 @@ def devnet(directory: Path, nodes: int, records: int) -> int:
             f"in {subjects_file}",
             flush=True,
         )
+        show_queries(directory, urls, tokens, subjects_summary(ids, loads, SAMPLE_SEED))
         for i, (url, st) in enumerate(zip(urls, settled_status(urls), strict=True)):
             print(
                 f"  node{i}  api {url}  height {st['height']}  app_hash {st['app_hash'][:16]}  "
@@ -310,7 +374,7 @@ def devnet(directory: Path, nodes: int, records: int) -> int:
     except KeyboardInterrupt:
         print("\ncreditnet devnet: stopping", flush=True)
         return 0
-    except (OSError, RuntimeError) as exc:
+    except (OSError, RuntimeError, client.ClientError) as exc:
         print(f"creditnet devnet: {exc}", file=sys.stderr)
         return 1
     finally:

@@ -53,6 +53,9 @@ def run_devnet(net: Path, records: int) -> list[str]:
                 break
         text = "\n".join(lines)
         assert "Ctrl-C stops every node" in text, text
+        # The paper's two flows, shown at agency 0.
+        assert any("mode 1 query" in ln and ": mode 1, sources [0]" in ln for ln in lines), text
+        assert any("mode 2 query" in ln and ": mode 2, sources [" in ln for ln in lines), text
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=30)
         assert "all nodes stopped" in rest, rest
