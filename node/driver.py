@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
-from typing import BinaryIO
 
 import trio
 
@@ -94,12 +92,7 @@ class Driver:
         self._suspicion_logged: dict[tuple[int, str], float] = {}
         self.dropped_events = 0
         self._queued_bytes = 0
-        self._sent_log: BinaryIO | None = None
-        path = os.environ.get("CREDITNET_SENT_LOG")
-        if path:
-            # Audit aid: every consensus message this node sends, length-prefixed, appended.
-            # Tests read it to prove no replica ever signed two values for one slot.
-            self._sent_log = open(path, "ab")  # noqa: SIM115 - lives as long as the node
+
     # --- inputs ---------------------------------------------------------------------------
 
     def post(self, event: Event) -> bool:
@@ -189,10 +182,8 @@ class Driver:
         r = self.replica
         for out in outputs:
             if isinstance(out, Send):
-                self._log_sent(out.data)
                 self.network.send(out.to, out.data)
             elif isinstance(out, Broadcast):
-                self._log_sent(out.data)
                 self.network.broadcast(out.data)
             elif isinstance(out, SetTimer):
                 self._timers[out.timer] = out.at_ms
@@ -217,11 +208,6 @@ class Driver:
         m.view.set(r.view)
         m.is_primary.set(1 if r.is_primary else 0)
         m.sync_syncing.set(1 if r.catching_up else 0)
-
-    def _log_sent(self, data: bytes) -> None:
-        if self._sent_log is not None:
-            self._sent_log.write(len(data).to_bytes(4, "big") + data)
-            self._sent_log.flush()
 
     def _serve_blocks(self, req: ServeBlocks) -> None:
         """Answer a peer's catch-up request from storage, one chunk of at most sync_chunk_bytes."""

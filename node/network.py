@@ -23,12 +23,13 @@ measured behaviour):
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, BinaryIO, cast
 
 import multiaddr
 import trio
@@ -234,6 +235,13 @@ class PeerNetwork:
         self._pubsub: Pubsub | None = None
         self._heartbeat = gossip_heartbeat_s
         self.connected_peers: set[int] = set()
+        self._sent_log: BinaryIO | None = None
+        path = os.environ.get("CREDITNET_SENT_LOG")
+        if path:
+            # Audit aid: every payload this node hands to the network (consensus messages, gossip,
+            # lookups, lookup replies), length-prefixed, appended. Tests read it to prove that no
+            # replica signed two values for one slot and that no record travels in the clear.
+            self._sent_log = open(path, "ab")  # noqa: SIM115 - lives as long as the node
         self.listen_addrs: list[str] = []
 
     # --- lookups ------------------------------------------------------------------------------
@@ -273,11 +281,20 @@ class PeerNetwork:
 
     # --- sending ------------------------------------------------------------------------------
 
-    def send(self, to: int, payload: bytes, kind: str = "consensus") -> None:
+    def log_sent(self, payload: bytes) -> None:
+        if self._sent_log is not None:
+            self._sent_log.write(len(payload).to_bytes(4, "big") + payload)
+            self._sent_log.flush()
+
+    def send(
+        self, to: int, payload: bytes, kind: str = "consensus", *, logged: bool = False
+    ) -> None:
         """Queue ``payload`` for validator ``to``; never blocks or raises (see module doc)."""
         out = self._out.get(to)
         if out is None:
             return
+        if not logged:
+            self.log_sent(payload)
         if len(payload) > MAX_MESSAGE_BYTES_IN_PARTS:
             log.error("a %s message of %d bytes is too long to send; dropped", kind, len(payload))
             self.metrics.p2p_dropped.inc()
@@ -299,8 +316,9 @@ class PeerNetwork:
         out.wake.set()
 
     def broadcast(self, payload: bytes, kind: str = "consensus") -> None:
+        self.log_sent(payload)
         for i in self._out:
-            self.send(i, payload, kind)
+            self.send(i, payload, kind, logged=True)
 
     def gossip_txs(self, txs: Sequence[bytes]) -> None:
         """Queue admitted transactions for the next gossip batch."""
@@ -587,6 +605,7 @@ class PeerNetwork:
 
     def publish_lookup(self, data: bytes) -> None:
         """Gossip a lookup to every agency (best effort; the asker has a deadline)."""
+        self.log_sent(data)
         self.spawn(self._publish_lookup, data)
 
     async def _publish_lookup(self, data: bytes) -> None:
@@ -613,6 +632,7 @@ class PeerNetwork:
 
     def send_lookup_reply(self, to: int, data: bytes) -> None:
         """Answer a lookup on a direct stream to the asking agency (one frame, then close)."""
+        self.log_sent(data)
         self.spawn(self._send_reply, to, data)
 
     async def _send_reply(self, to: int, data: bytes) -> None:
@@ -678,7 +698,9 @@ class PeerNetwork:
                     size += len(tx)
                 self._gossip_bytes -= size
                 try:
-                    await pubsub.publish(tx_topic(self.chain_id), encode(TxBatch(tuple(batch))))
+                    data = encode(TxBatch(tuple(batch)))
+                    self.log_sent(data)
+                    await pubsub.publish(tx_topic(self.chain_id), data)
                     self.metrics.p2p_messages.labels("out", "tx_batch").inc()
                 except Exception as exc:
                     log.warning("gossip publish failed: %r", exc)

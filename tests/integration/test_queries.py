@@ -186,6 +186,10 @@ def test_mode_1_query_with_consent_fees_and_refusals(cluster: Cluster, tmp_path:
     )
     code, first = http(f"{api}/v1/queries", {"request": encode(req).hex()})
     assert code == 200, first
+    raw_answer = json.dumps(first)  # the HTTP answer carries the report only sealed
+    assert nid not in raw_answer and not any(str(r["record_id"]) in raw_answer for r in records)
+    opened = json.loads(ident.unseal(bytes.fromhex(first["sealed_report"])))
+    assert {r["record_id"] for r in opened["records"]} == {r["record_id"] for r in records}
     code, again = http(f"{api}/v1/queries", {"request": encode(req).hex()})
     assert code == 409 and again["error"] == "replayed_request", again
     forged = QueryRequest(
@@ -361,6 +365,15 @@ def test_mode_2_merges_records_from_two_agencies_and_drops_a_tampered_one(
     # Nobody else reads them: the lender's key is not the subject's.
     res = cli("audit", "--node", api, "--key", str(lender), "--national-id", nid, ok=False)
     assert res.returncode == 2 and "bad_signature" in res.stderr
+
+    # Records crossed the network only sealed: no record's id, furnisher reference or subject ID
+    # appears in anything any node handed to the network (consensus, gossip, lookups, replies).
+    secrets_ = [nid.encode()] + [str(r["record_id"]).encode() for r in at1 + at2]
+    for node in cluster.nodes:
+        sent = (node.home / "sent.log").read_bytes()
+        assert sent, f"node{node.index} logged nothing"
+        leaked = [x for x in secrets_ if x in sent]
+        assert not leaked, f"node{node.index} sent {leaked[:3]} in plaintext"
 
     # Agency 2's copy of one record is altered on disk: its commitment no longer matches.
     cluster.terminate(2)
