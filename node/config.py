@@ -364,6 +364,32 @@ class APIConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class QueriesConfig:
+    """Credit queries: mode-2 lookups to the other agencies, and their quotas."""
+
+    lookup_deadline_ms: Annotated[int, Range(50, 60_000)] = 1_500
+    lookups_per_client_per_s: Annotated[int, Range(1, 100_000)] = 20
+    lookups_per_agency_per_s: Annotated[int, Range(1, 100_000)] = 200
+
+    DOCS: ClassVar[dict[str, str]] = {
+        "lookup_deadline_ms": "How long a mode-2 query waits for the other agencies' records.",
+        "lookups_per_client_per_s": "Mode-2 lookups this agency starts for one lender per "
+        "second; more are refused (HTTP 429).",
+        "lookups_per_agency_per_s": "Lookups this agency answers for one asking agency per "
+        "second; more get an empty reply.",
+    }
+
+    @classmethod
+    def for_tests(cls) -> Self:
+        """The defaults."""
+        return cls()
+
+    def validate(self) -> None:
+        """Types and ranges."""
+        _check_keys(self, "queries.")
+
+
+@dataclass(frozen=True, kw_only=True)
 class MetricsConfig:
     """Prometheus metrics (GET /metrics) on their own port."""
 
@@ -421,6 +447,7 @@ class Config:
     consensus: ConsensusConfig = field(default_factory=ConsensusConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     api: APIConfig = field(default_factory=APIConfig)
+    queries: QueriesConfig = field(default_factory=QueriesConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
@@ -451,6 +478,7 @@ class Config:
             consensus=ConsensusConfig.for_tests(),
             storage=StorageConfig.for_tests(),
             api=APIConfig.for_tests(),
+            queries=QueriesConfig.for_tests(),
             metrics=MetricsConfig.for_tests(),
             logging=LoggingConfig.for_tests(),
         )
@@ -474,7 +502,15 @@ class Config:
             raise ConfigError(
                 f"moniker: {self.moniker!r} must be printable, without leading or trailing spaces"
             )
-        sections = (self.p2p, self.consensus, self.storage, self.api, self.metrics, self.logging)
+        sections = (
+            self.p2p,
+            self.consensus,
+            self.storage,
+            self.api,
+            self.queries,
+            self.metrics,
+            self.logging,
+        )
         for section in sections:
             section.validate()
         if self.consensus.sync_chunk_bytes > self.p2p.max_frame_bytes:

@@ -34,10 +34,29 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("creditnet.lookups")
 
-LOOKUP_DEADLINE_S = 1.5
-"""How long the asking agency waits for replies."""
-LOOKUPS_PER_ASKER_PER_S = 50.0
-"""Lookups one agency answers for one asking agency per second (burst: one second's worth)."""
+
+class RateLimited(Exception):
+    """A lender asked for more mode-2 lookups than its quota."""
+
+
+class _Buckets:
+    """Token buckets by key: ``rate`` a second, a burst of one second's worth."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self._state: dict[object, tuple[float, float]] = {}
+
+    def take(self, key: object) -> bool:
+        now = time.monotonic()
+        if len(self._state) > 100_000:
+            self._state.clear()
+        tokens, stamp = self._state.get(key, (self.rate, now))
+        tokens = min(self.rate, tokens + (now - stamp) * self.rate)
+        if tokens < 1:
+            self._state[key] = (tokens, now)
+            return False
+        self._state[key] = (tokens - 1, now)
+        return True
 
 
 @dataclass(frozen=True)
@@ -59,21 +78,27 @@ class Lookups:
 
     def __init__(self, node: Node) -> None:
         self.node = node
+        q = node.config.queries
+        self.deadline_s = q.lookup_deadline_ms / 1000
         self._pending: dict[bytes, _Pending] = {}
-        self._buckets: dict[int, tuple[float, float]] = {}
+        self._per_client = _Buckets(q.lookups_per_client_per_s)
+        self._per_agency = _Buckets(q.lookups_per_agency_per_s)
 
     # --- asking -------------------------------------------------------------------------------
 
     async def ask(self, req: QueryRequest) -> list[ServedRecord]:
         """Records other agencies serve for ``req``, verified against their commitments."""
         node = self.node
+        if not self._per_client.take(req.client):
+            node.metrics.mempool_refused.labels("lookup_rate_limited").inc()
+            raise RateLimited("this lender is over its quota of mode-2 lookups; retry later")
         others = {i for i in range(len(node.genesis.validators)) if i != node.index}
         pending = _Pending(expected=others)
         key = req.request_hash
         self._pending[key] = pending
         try:
             node.network.publish_lookup(encode(Lookup(req, node.index)))
-            with trio.move_on_after(LOOKUP_DEADLINE_S):
+            with trio.move_on_after(self.deadline_s):
                 await pending.done.wait()
         finally:
             self._pending.pop(key, None)
@@ -141,7 +166,7 @@ class Lookups:
         if not req.verify(node.genesis.chain_id):
             node.network.bad(str(sender), "malformed", "lookup with a bad request signature")
             return
-        if not self._take(sender):
+        if not self._per_agency.take(sender):
             node.metrics.mempool_refused.labels("lookup_rate_limited").inc()
             self._reply(sender, req, [], "rate_limited")
             return
@@ -170,13 +195,3 @@ class Lookups:
             asker_key = node.genesis.validator_keys[to]
             sealed = seal(asker_key, encode(RecordSet(tuple(records[:1000]))))
         node.network.send_lookup_reply(to, encode(LookupReply(req.request_hash, sealed, refusal)))
-
-    def _take(self, asker: int) -> bool:
-        now = time.monotonic()
-        tokens, stamp = self._buckets.get(asker, (LOOKUPS_PER_ASKER_PER_S, now))
-        tokens = min(LOOKUPS_PER_ASKER_PER_S, tokens + (now - stamp) * LOOKUPS_PER_ASKER_PER_S)
-        if tokens < 1:
-            self._buckets[asker] = (tokens, now)
-            return False
-        self._buckets[asker] = (tokens - 1, now)
-        return True

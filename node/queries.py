@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from node.lookups import ServedRecord
+from node.lookups import RateLimited, ServedRecord
 from node.records import records_of
 from protocol.codec import encode
 from protocol.contract import views
@@ -101,7 +101,10 @@ async def answer_query(node: Node, req: QueryRequest) -> dict[str, Any]:
     served: list[ServedRecord] = []
     if not own or (req.categories and not set(req.categories) <= covered):
         mode = QueryMode.FORWARDED
-        served = await node.lookups.ask(req)
+        try:
+            served = await node.lookups.ask(req)
+        except RateLimited as exc:
+            raise QueryRefused(429, "rate_limited", str(exc)) from None
     records = own + served
     if not records:
         raise QueryRefused(

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from node import client
 from node.keyfile import load_key
 from node.records import RECORDS_NS
 from node.samples import national_ids, sample_records
@@ -21,7 +22,7 @@ from node.storage import BlockStore
 from protocol.codec import decode, encode
 from protocol.pseudonym import pseudonym
 from protocol.record import StoredRecord
-from protocol.transactions import QueryRequest
+from protocol.transactions import ConsentGrant, QueryRequest, Transaction
 from protocol.vocabulary import Purpose
 from tests.integration.cluster import Cluster, http
 from tests.integration.test_consortium import metric_families
@@ -170,6 +171,20 @@ def test_mode_1_query_with_consent_fees_and_refusals(cluster: Cluster, tmp_path:
         nid[:-1] + "X",
         "--purpose",
         "loan_approval",
+    )
+    # A consent that ran out: granted for 1.5 s, asked after.
+    expires = time.time_ns() // 1_000_000 + 1500
+    grant = ConsentGrant(
+        pseudonym(nid, cluster.genesis.pseudonym_salt),
+        bytes.fromhex(lender_pk),
+        Purpose.POST_LOAN_MANAGEMENT,
+        (),
+        expires,
+    )
+    client.submit_signed(api, Transaction.sign(load_key(subject), cluster.chain_id, grant, 1))
+    cluster.wait_for(lambda: time.time_ns() // 1_000_000 > expires + 100, 10, "expiry")
+    assert "consent_expired" in refused(
+        *q, "--key", str(lender), "--purpose", "post_loan_management"
     )
     # A signed request replayed, and one with a forged signature.
     ident = load_key(lender)

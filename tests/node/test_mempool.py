@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from node.lookups import _Buckets
 from node.mempool import Mempool
 from node.metrics import NodeMetrics
 from protocol.codec import encode
@@ -82,3 +83,9 @@ async def test_stale_local_txs_are_offered_for_regossip_once_per_interval() -> N
     await m.admit([tx(2)], local=False)
     assert m.stale_local(0.0, 10) == [tx(1)]
     assert m.stale_local(60.0, 10) == []
+
+
+def test_lookup_quota_buckets_refuse_beyond_the_rate() -> None:
+    b = _Buckets(3)
+    assert [b.take("lender") for _ in range(4)] == [True, True, True, False]
+    assert b.take("another lender")
