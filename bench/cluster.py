@@ -1,13 +1,14 @@
-"""Cluster benchmark: a fresh N-node testnet on loopback under the load generator's commit load.
+"""Cluster benchmark: a fresh N-node testnet on loopback under one of the load generator's loads.
 
-    python -m bench.cluster [--nodes 4] [--rate 3500] [--duration 60] [--batch 100]
-        [--base-port 27400] [--keep] [--out FILE]
+    python -m bench.cluster [--workload commit|query1|query2] [--nodes 4] [--rate R]
+        [--duration 60] [--batch 100] [--base-port 27400] [--keep] [--out FILE]
 
 Creates a testnet in a temporary directory (``creditnet testnet`` layout, node i on ports
 B+10i..B+10i+2), starts one ``python -m node run`` process per node (log in
 ``node<i>/node.log``), waits until every API answers and every node sees its N-1 peers, then runs
-``python -m bench.load --workload commit`` as a separate process. While the load runs it samples,
-every second, each node's CPU and resident memory from ``/proc/<pid>/stat`` and
+``python -m bench.load --workload W`` as a separate process (for ``query1``/``query2`` its own
+setup -- subjects, records, lenders, consents -- runs first and is not measured). While the load
+runs it samples, every second, each node's CPU and resident memory from ``/proc/<pid>/stat`` and
 ``/proc/<pid>/status`` (and the load generator's, which shares the machine), and each node's
 ``/v1/status`` (height, mempool size). CPU and memory figures cover only the load generator's
 timed phase (between its start and end marker lines), not its signing pass.
@@ -16,8 +17,10 @@ Afterwards it waits for the nodes to settle, checks that every node holds the sa
 hash, reads each node's ``/metrics`` (block sizes, storage commit time, admission-to-commit
 latency, refusals, view changes), stops every node (SIGTERM, SIGKILL after 10 s -- also on
 Ctrl-C or an error: no process is left behind) and writes ``bench/results/cluster-commit-n<N>.json``
-(through :mod:`bench.results_io`) with a short summary on stdout. The target is
->= 3000 committed tx/s with p99 latency <= 1000 ms; ``target.met`` says whether it was reached.
+(``cluster-query1-n<N>.json``, ``cluster-query2-n<N>.json`` for the query workloads) through
+:mod:`bench.results_io`, with a short summary on stdout. Targets (``target.met`` says whether
+reached): commit >= 3000 committed tx/s with p99 <= 1000 ms; query1 >= 500 answered queries/s
+with p99 <= 250 ms; query2 p99 <= 500 ms. Default rates: 3500 tx/s, 500 and 100 queries/s.
 
 The temporary directory is removed unless ``--keep`` is given or the run failed (then its path is
 printed, with the node logs in it). Exit status 0 when the run finished and the nodes agree, 1
@@ -50,6 +53,7 @@ from typing import IO, Any
 from bench.load import (
     DETAILS_PREFIX,
     END_MARK,
+    MAX_QUERY_DURATION_S,
     START_MARK,
     LoadError,
     commit_batches,
@@ -60,11 +64,17 @@ from node.testnet import TestnetError, create_testnet
 
 DEFAULT_NODES = 4
 DEFAULT_RATE = 3500.0
+DEFAULT_RATES = {"commit": DEFAULT_RATE, "query1": 500.0, "query2": 100.0}
+WORKLOADS = ("commit", "query1", "query2")
+TARGETS: dict[str, tuple[float | None, float]] = {
+    "commit": (3000.0, 1000.0),  # query workloads also need no failed query
+    "query1": (500.0, 250.0),
+    "query2": (None, 500.0),
+}
+"""Per workload: (committed per second at least, or None; p99 latency in ms at most)."""
 DEFAULT_DURATION = 60.0
 DEFAULT_BATCH = 100
 DEFAULT_BASE_PORT = 27400
-TARGET_PER_S = 3000.0
-TARGET_P99_MS = 1000.0
 START_TIMEOUT_S = 60.0
 STOP_GRACE_S = 10.0
 SETTLE_TIMEOUT_S = 30.0
@@ -523,7 +533,9 @@ class LoadRun:
     _threads: list[threading.Thread] = field(default_factory=list)
 
     @classmethod
-    def launch(cls, directory: Path, rate: float, duration: float, batch: int) -> LoadRun:
+    def launch(
+        cls, directory: Path, rate: float, duration: float, batch: int, workload: str = "commit"
+    ) -> LoadRun:
         cmd = [
             sys.executable,
             "-m",
@@ -531,7 +543,7 @@ class LoadRun:
             "--dir",
             str(directory),
             "--workload",
-            "commit",
+            workload,
             "--rate",
             f"{rate:g}",
             "--duration",
@@ -616,6 +628,7 @@ class Params:
     batch: int
     base_port: int
     profile: bool = False
+    workload: str = "commit"
 
 
 @contextlib.contextmanager
@@ -651,15 +664,18 @@ def run_cluster(p: Params, workdir: Path) -> dict[str, Any]:
         warm_up(testnet, nodes)
         print(
             f"bench.cluster: all nodes up with {p.nodes - 1} peers each and committing; "
-            f"load: commit {p.rate:g} tx/s for {p.duration:g} s, batches of {p.batch}",
+            f"load: {p.workload} {p.rate:g}/s for {p.duration:g} s"
+            + (f", batches of {p.batch}" if p.workload == "commit" else ""),
             flush=True,
         )
         pids = {f"node{n.index}": n.proc.pid for n in nodes}
         with Sampler(pids, nodes) as sampler:
-            load = LoadRun.launch(testnet, p.rate, p.duration, p.batch)
+            load = LoadRun.launch(testnet, p.rate, p.duration, p.batch, p.workload)
             sampler.add("load", load.proc.pid)
             # signing (~50 us a tx), the timed phase, then the slowest batch's time limit
+            # (and for queries the setup: records, registrations, consents)
             limit = p.rate * p.duration * 200e-6 + p.duration + 120
+            limit += 0 if p.workload == "commit" else 180
             report = load.wait(limit)
         start = load.start if load.start is not None else 0.0
         end = load.end if load.end is not None else time.monotonic()
@@ -705,10 +721,11 @@ def run_cluster(p: Params, workdir: Path) -> dict[str, Any]:
     latency = report.get("latency_ms") or {}
     per_s = float(report.get("per_s") or 0.0)
     p99 = latency.get("p99")
+    want_per_s, want_p99 = TARGETS[p.workload]
     return {
         "parameters": {
             "nodes": p.nodes,
-            "workload": "commit",
+            "workload": p.workload,
             "rate": p.rate,
             "duration_s": p.duration,
             "batch": p.batch,
@@ -730,9 +747,12 @@ def run_cluster(p: Params, workdir: Path) -> dict[str, Any]:
         "running_nodes_agree": live_agree,
         "nodes_exited": sorted(died),
         "target": {
-            "committed_per_s": TARGET_PER_S,
-            "p99_ms": TARGET_P99_MS,
-            "met": per_s >= TARGET_PER_S and p99 is not None and p99 <= TARGET_P99_MS,
+            "committed_per_s": want_per_s,
+            "p99_ms": want_p99,
+            "met": (want_per_s is None or per_s >= want_per_s)
+            and p99 is not None
+            and p99 <= want_p99
+            and (p.workload == "commit" or int(report.get("failed") or 0) == 0),
         },
     }
 
@@ -741,9 +761,10 @@ def summary_lines(figures: dict[str, Any]) -> list[str]:
     """A short human summary of the figures."""
     load, target = figures["load"], figures["target"]
     lat = load.get("latency_ms") or {}
+    unit = "txs" if figures["parameters"]["workload"] == "commit" else "queries"
     lines = [
-        f"committed {load.get('committed')}/{load.get('sent')} txs (failed {load.get('failed')})"
-        f" -> {figures['committed_per_s']:.0f} tx/s; latency p50 {lat.get('p50')} ms, "
+        f"committed {load.get('committed')}/{load.get('sent')} {unit} (failed {load.get('failed')})"
+        f" -> {figures['committed_per_s']:.0f} {unit}/s; latency p50 {lat.get('p50')} ms, "
         f"p90 {lat.get('p90')} ms, p99 {lat.get('p99')} ms, max {lat.get('max')} ms",
     ]
     failures = figures["load_details"].get("failures")
@@ -770,8 +791,13 @@ def summary_lines(figures: dict[str, Any]) -> list[str]:
         )
     else:
         lines.append("NODES DISAGREE on height or app hash")
+    want = target["committed_per_s"]
     lines.append(
-        f"target >= {target['committed_per_s']:.0f} tx/s with p99 <= {target['p99_ms']:.0f} ms: "
+        "target "
+        + (f">= {want:.0f}/s with " if want is not None else "")
+        + f"p99 <= {target['p99_ms']:.0f} ms"
+        + ("" if figures["parameters"]["workload"] == "commit" else " and no failure")
+        + ": "
         + ("met" if target["met"] else "NOT met")
     )
     return lines
@@ -784,7 +810,13 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--nodes", type=int, default=DEFAULT_NODES)
-    parser.add_argument("--rate", type=float, default=DEFAULT_RATE, help="tx/s offered")
+    parser.add_argument("--workload", choices=WORKLOADS, default="commit")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="tx/s (commit) or queries/s offered (default: 3500, 500, 100 by workload)",
+    )
     parser.add_argument("--duration", type=float, default=DEFAULT_DURATION, help="seconds")
     parser.add_argument("--batch", type=int, default=DEFAULT_BATCH, help="txs a request")
     parser.add_argument("--base-port", type=int, default=DEFAULT_BASE_PORT)
@@ -798,16 +830,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.nodes < 1:
         parser.error("--nodes must be at least 1")
-    if args.rate <= 0 or args.duration <= 0 or args.batch < 1:
+    rate = DEFAULT_RATES[args.workload] if args.rate is None else args.rate
+    if rate <= 0 or args.duration <= 0 or args.batch < 1:
         parser.error("--rate, --duration and --batch must be positive")
-    params = Params(args.nodes, args.rate, args.duration, args.batch, args.base_port, args.profile)
-    out = args.out or RESULTS_DIR / f"cluster-commit-n{args.nodes}.json"
+    if args.workload != "commit" and args.duration > MAX_QUERY_DURATION_S:
+        parser.error(f"--duration: at most {MAX_QUERY_DURATION_S:g} s for the query workloads")
+    params = Params(
+        args.nodes, rate, args.duration, args.batch, args.base_port, args.profile, args.workload
+    )
+    name = f"cluster-{args.workload}-n{args.nodes}"
+    out = args.out or RESULTS_DIR / f"{name}.json"
     workdir = Path(tempfile.mkdtemp(prefix="creditnet-cluster-"))
     keep = args.keep or args.profile
     try:
         with signals_as_interrupt():
             figures = run_cluster(params, workdir)
-        path = write_result(f"cluster-commit-n{args.nodes}", figures, out)
+        path = write_result(name, figures, out)
         for line in summary_lines(figures):
             print("  " + line)
         print(f"bench.cluster: results in {path}")

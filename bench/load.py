@@ -1,13 +1,20 @@
 """Load generator: drives a running testnet over its HTTP API and reports throughput and latency.
 
     python -m bench.load --dir TESTNET_DIR [--nodes 0,1,2,3] [--workload commit|query1|query2]
-        [--rate R] [--duration S] [--batch B] [--timeout T]
+        [--rate R] [--duration S] [--batch B] [--timeout T] [--subjects S]
 
 ``commit``: record-commitment transactions (one entry each, a fresh record ref per transaction),
 signed by the agencies whose homes are in the testnet directory (``node<i>/node.key``, chain id
 from ``node<i>/genesis.json``, API address from ``node<i>/config.toml``). Batch k goes to the k-th
 listed node round robin and is signed by that node's agency (an agency submits its own
 commitments to its own node), posted as ``POST /v1/txs?wait=commit``.
+
+``query1`` / ``query2``: signed lender queries (``POST /v1/queries``) answered in mode 1 (from
+the asked agency's own records) or mode 2 (forwarded to the agencies holding them); the setup
+(subjects, records, lenders, consents through the operators' API) runs before the timed phase.
+See :mod:`bench.query_load`. ``--duration`` is at most 240 s for them (requests are signed before
+the timed phase; a node refuses one more than 5 minutes old); "committed" counts queries
+answered in the workload's mode with a sealed report, latency is send to answer.
 
 Open loop: every transaction is signed and every request body encoded before the timed phase;
 then batches are launched on a fixed schedule (``rate`` tx/s, batch k due once the transactions
@@ -26,7 +33,7 @@ Prints one JSON object on stdout::
 :data:`START_MARK` and :data:`END_MARK` around the timed phase (``bench.cluster`` measures the
 nodes between them) and one ``bench.load: details {...}`` JSON line (failures by reason, the
 largest lag behind the schedule). Exit status 0 when the run finished, 1 when the testnet
-directory cannot be used, 2 for bad arguments or a workload not implemented yet.
+directory cannot be used, 2 for bad arguments.
 
 The HTTP client is a small HTTP/1.1 one on trio sockets (:class:`HttpPool`): one connection per
 request in flight (at most :data:`MAX_CONNECTIONS`), kept alive and reused once answered, so
@@ -62,10 +69,11 @@ from protocol.genesis import loads_genesis
 from protocol.transactions import CommitmentEntry, RecordCommitment, Transaction
 
 WORKLOADS = ("commit", "query1", "query2")
-IMPLEMENTED = ("commit",)
 DEFAULT_RATE = 1000.0
 DEFAULT_DURATION = 10.0
 DEFAULT_BATCH = 100
+MAX_QUERY_DURATION_S = 240.0
+"""query1/query2: requests are signed before the timed phase; a node refuses them 5 min later."""
 DEFAULT_TIMEOUT = 40.0
 """Seconds a batch may take: above the node's own ``api.wait_commit_timeout_ms`` (30 s), so the
 node's 504 answer, not our timer, normally reports a batch that did not commit."""
@@ -483,14 +491,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds a batch may take"
     )
+    parser.add_argument(
+        "--subjects",
+        type=int,
+        default=50,
+        help="query1/query2: subjects set up before the timed phase",
+    )
     args = parser.parse_args(argv)
-    if args.workload not in IMPLEMENTED:
-        print(
-            f"bench.load: workload {args.workload!r} is not implemented yet "
-            f"(available: {', '.join(IMPLEMENTED)})",
-            file=sys.stderr,
-        )
-        return 2
     if not (args.rate > 0 and math.isfinite(args.rate)):
         parser.error("--rate must be a positive number of transactions per second")
     if not (args.duration > 0 and math.isfinite(args.duration)):
@@ -499,6 +506,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--batch must be 1..{MAX_BATCH} (the API's limit per request)")
     if not (args.timeout > 0 and math.isfinite(args.timeout)):
         parser.error("--timeout must be a positive number of seconds")
+    if args.workload != "commit" and args.duration > MAX_QUERY_DURATION_S:
+        parser.error(
+            f"--duration: at most {MAX_QUERY_DURATION_S:g} s for {args.workload} (queries are "
+            "signed before the timed phase and a node refuses them 5 minutes after)"
+        )
+    if args.subjects < 1:
+        parser.error("--subjects must be at least 1")
     try:
         indexes = None if args.nodes is None else parse_nodes(args.nodes)
     except ValueError as exc:
@@ -510,6 +524,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench.load: {exc}", file=sys.stderr)
         return 1
 
+    if args.workload != "commit":
+        return _run_queries(args, targets)
     started = time.perf_counter()
     batches = commit_batches(targets, total, args.batch, os.urandom(16))
     print(
@@ -523,6 +539,32 @@ def main(argv: list[str] | None = None) -> int:
         tally = trio.run(
             partial(run_load, targets, batches, args.rate, timeout=args.timeout, announce=True)
         )
+    except KeyboardInterrupt:
+        print("bench.load: interrupted", file=sys.stderr)
+        return 130
+    print(DETAILS_PREFIX + json.dumps(tally.details()), file=sys.stderr, flush=True)
+    print(json.dumps(tally.report(args.workload)), flush=True)
+    return 0
+
+
+def _run_queries(args: argparse.Namespace, targets: list[Target]) -> int:
+    """``query1``/``query2`` (:mod:`bench.query_load`): setup, timed phase, report."""
+    # bench.query_load imports this module (its HTTP client and tally): a cycle at the top
+    from bench.query_load import run_workload  # noqa: PLC0415
+
+    try:
+        tally = run_workload(
+            args.dir,
+            targets,
+            args.workload,
+            rate=args.rate,
+            duration=args.duration,
+            timeout=args.timeout,
+            subjects=args.subjects,
+        )
+    except LoadError as exc:
+        print(f"bench.load: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("bench.load: interrupted", file=sys.stderr)
         return 130

@@ -22,8 +22,9 @@ from bench.load import (
     percentiles_ms,
     run_load,
 )
+from bench.query_load import QueryPlan, Subject, count_answer, holders, sign_queries
 from node.testnet import create_testnet
-from protocol.crypto import Identity
+from protocol.crypto import Identity, seal
 from protocol.transactions import RecordCommitment, decode_tx
 
 Handler = Callable[[bytes], Awaitable[tuple[bytes, bool]]]
@@ -142,9 +143,16 @@ def test_unusable_testnet_directory(tmp_path: Path) -> None:
         load_targets(tmp_path / "net", [0, 3])
 
 
-def test_query_workloads_are_refused(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    assert main(["--dir", str(tmp_path), "--workload", "query1"]) == 2
-    assert "not implemented yet" in capsys.readouterr().err
+def test_query_workloads_limit_the_duration(tmp_path: Path) -> None:
+    # Requests are signed before the timed phase; a node refuses them 5 minutes later.
+    with pytest.raises(SystemExit) as exc:
+        main(["--dir", str(tmp_path), "--workload", "query1", "--duration", "241"])
+    assert exc.value.code == 2
+
+
+def test_query_workload_bad_directory(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main(["--dir", str(tmp_path / "nope"), "--workload", "query2", "--duration", "1"]) == 1
+    assert capsys.readouterr().out == ""
 
 
 def test_bad_directory_exit_status(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -274,3 +282,30 @@ async def test_run_load_survives_a_server_that_is_not_there() -> None:
     tally = await run_load(targets, commit_batches(targets, 20, 10, b"s"), 1000.0, timeout=2)
     assert (tally.sent, tally.committed, tally.failed) == (20, 0, 20)
     assert list(tally.reasons) == ["error:OSError"]
+
+
+# --- query workloads (bench.query_load) ---------------------------------------------------------
+
+
+def test_query2_records_sit_outside_the_asked_agency() -> None:
+    assert holders("query1", 2, [0, 1, 2, 3]) == [2]
+    assert holders("query2", 2, [0, 1, 2, 3]) == [3, 0]
+    assert holders("query2", 0, [0, 1]) == [1]
+
+
+def test_query_answers_are_counted_by_mode_and_report() -> None:
+    agency, lender, subject = Identity.generate(), Identity.generate(), Identity.generate()
+    target = Target(0, "127.0.0.1", 1, agency, "chain")
+    plan = QueryPlan([target], [[lender]], [[Subject("x", b"\x01" * 32, subject)]], 1)
+    (q,) = sign_queries(plan, "chain", 1)
+    good = seal(
+        lender.public_key,
+        json.dumps({"request_hash": q.request_hash.hex(), "records": [1]}).encode(),
+    )
+    t = Tally()
+    count_answer(t, plan, q, 200, {"mode": 1, "sealed_report": good.hex()}, 0.01, 0)
+    count_answer(t, plan, q, 200, {"mode": 2, "sealed_report": good.hex()}, 0.01, 0)
+    count_answer(t, plan, q, 200, {"mode": 1, "sealed_report": "00" * 64}, 0.01, 0)
+    count_answer(t, plan, q, 404, {"error": "no_records"}, 0.01, 0)
+    assert t.committed == 1 and t.latencies == [0.01]
+    assert t.reasons == {"mode_2": 1, "report_not_opened:CryptoError": 1, "http_404:no_records": 1}
