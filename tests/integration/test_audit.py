@@ -99,7 +99,14 @@ def test_every_released_report_has_one_entry_and_every_entry_a_release(
     refused = [r for r in results if "refused" in r]
     assert len(released) + len(refused) == QUERIES
     assert {r["mode"] for r in released} == {1, 2}, "the mix needs both modes"
-    assert all("no_consent" in r["refused"] for r in refused), refused[:3]
+    # Refusals are the consent rule (the 15% asked for another purpose) or a lender over its
+    # mode-2 lookup quota; either way nothing was released or charged.
+    odd = [
+        r["refused"]
+        for r in refused
+        if "no_consent" not in r["refused"] and "rate_limited" not in r["refused"]
+    ]
+    assert not odd, odd[:3]
     assert len(released) > QUERIES // 2
 
     # The ledger, read back through each subject's audit (operator-signed read), on node 3.
