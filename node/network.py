@@ -15,6 +15,9 @@ measured behaviour):
 - **Transactions** spread by gossipsub v1.1 in batches (:class:`~protocol.wire.TxBatch`), tuned as
   the notes say: spam protection off (we rate-limit per peer ourselves), 1 s heartbeat, seqno
   counter from ``time_ns``. Gossip is best effort; the mempool re-gossips what stays pending.
+- **Mode-2 lookups** are gossiped on their own topic; the replies go back on the consensus stream
+  to the asker (direct, acknowledged, no stream set-up per reply) and are told from consensus
+  messages by their codec tag.
 - **Containment**: every handler, validator and notifee catches everything a peer can cause. A
   bad frame is counted in ``creditnet_consensus_p2p_bad_messages_total{reason}``, logged at most
   once per peer per interval, and its stream reset -- the host keeps running.
@@ -51,7 +54,7 @@ from libp2p.tools.anyio_service import background_trio_service
 from node.framing import FrameBuffer, FrameTooLarge, frame
 from node.metrics import NodeMetrics
 from node.tasks import TaskStatus
-from protocol.codec import CodecError, decode, encode
+from protocol.codec import TAG_TABLE, CodecError, decode, encode
 from protocol.crypto import Identity, peer_id
 from protocol.wire import (
     FRAME_OVERHEAD,
@@ -77,7 +80,9 @@ GOSSIP_INTERVAL_S = 0.05
 CPU per message per node, whatever its size."""
 
 
-LOOKUP_REPLY_PROTOCOL = TProtocol("/creditnet/lookup-reply/1.0.0")
+_LOOKUP_REPLY_TAG = bytes([next(t for t, n in TAG_TABLE.items() if n == "LookupReply")])
+"""A LookupReply's codec tag: the second byte of its encoding (``[tag, ...]``), which is how
+replies arriving on a consensus stream are told from consensus messages."""
 
 
 def lookup_topic(chain_id: str) -> str:
@@ -371,7 +376,6 @@ class PeerNetwork:
                 topic = lookup_topic(self.chain_id)
                 pubsub.set_topic_validator(topic, self._validate_gossip, False)
                 nursery.start_soon(self._drain_lookups, await pubsub.subscribe(topic))
-                host.set_stream_handler(LOOKUP_REPLY_PROTOCOL, self._guarded_reply)
                 nursery.start_soon(self._publish_gossip)
                 for index in self._out:
                     nursery.start_soon(self._outbound_loop, index)
@@ -524,6 +528,10 @@ class PeerNetwork:
                 if not bucket.take():
                     self.bad(remote.to_base58(), "rate_limited", "over max_msgs_per_peer_per_s")
                     continue
+                if payload[1:2] == _LOOKUP_REPLY_TAG and self._on_lookup_reply is not None:
+                    self.metrics.p2p_messages.labels("in", "lookup_reply").inc()
+                    self._on_lookup_reply(index, payload)
+                    continue
                 self.metrics.p2p_messages.labels("in", "consensus").inc()
                 self._on_message(index, payload)
             if last is not None:
@@ -631,52 +639,10 @@ class PeerNetwork:
                 log.warning("lookup handling failed: %r", exc)
 
     def send_lookup_reply(self, to: int, data: bytes) -> None:
-        """Answer a lookup on a direct stream to the asking agency (one frame, then close)."""
+        """Answer a lookup on the direct, long-lived stream to the asking agency (the same
+        acknowledged stream as consensus messages: no stream set-up per reply, no loss)."""
         self.log_sent(data)
-        self.spawn(self._send_reply, to, data)
-
-    async def _send_reply(self, to: int, data: bytes) -> None:
-        stream: INetStream | None = None
-        try:
-            with trio.fail_after(10):
-                stream = await self._host_or_fail().new_stream(
-                    self._peer_id(to), [LOOKUP_REPLY_PROTOCOL]
-                )
-                await stream.write(frame(data))
-                await stream.close()
-            self.metrics.p2p_messages.labels("out", "lookup_reply").inc()
-        except Exception as exc:
-            log.info("lookup reply to validator %d not delivered: %r", to, exc)
-            if stream is not None:
-                await _reset_quietly(stream)
-
-    async def _guarded_reply(self, stream: INetStream) -> None:
-        """Stream handler for lookup replies. Never raises."""
-        try:
-            remote = stream.muxed_conn.peer_id
-            index = self.index_of(remote)
-            if index is None:
-                self.bad(str(remote), "unknown_peer", "lookup reply from outside the validator set")
-                await _reset_quietly(stream)
-                return
-            buf = FrameBuffer(self.max_frame_bytes)
-            bodies: list[bytes] = []
-            with trio.fail_after(10):
-                while not bodies:
-                    data = await stream.read(READ_CHUNK)
-                    if not data:
-                        break
-                    bodies = buf.feed(data)
-            await stream.close()
-            if bodies and self._on_lookup_reply is not None:
-                self.metrics.p2p_messages.labels("in", "lookup_reply").inc()
-                self._on_lookup_reply(index, bodies[0])
-        except FrameTooLarge as exc:
-            self.bad(str(stream.muxed_conn.peer_id), "oversized", str(exc))
-            await _reset_quietly(stream)
-        except Exception as exc:
-            log.debug("lookup reply stream ended: %r", exc)
-            await _reset_quietly(stream)
+        self.send(to, data, "lookup_reply", logged=True)
 
     async def _publish_gossip(self) -> None:
         """Publish queued transactions as TxBatch messages, at most one every GOSSIP_INTERVAL_S."""
