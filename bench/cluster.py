@@ -246,6 +246,24 @@ def statuses(nodes: Sequence[NodeProc], timeout: float = 5.0) -> list[dict[str, 
     return out
 
 
+def one_chain(nodes: Sequence[NodeProc], final: Sequence[Any]) -> bool | None:
+    """Whether the answering nodes hold the same block at the lowest height they all reached
+    (nodes still catching up after an overload are behind, not forked); None if unknown."""
+    heights = [s["height"] for s in final if s]
+    if not heights or min(heights) < 1:
+        return None
+    low = min(heights)
+    seen = set()
+    for n, s in zip(nodes, final, strict=True):
+        if not s:
+            continue
+        try:
+            seen.add(get_json(f"{n.api}/v1/blocks/{low}")["hash"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+    return len(seen) == 1
+
+
 def settle(nodes: Sequence[NodeProc], timeout: float = SETTLE_TIMEOUT_S) -> list[Any]:
     """Poll the nodes' status until the running ones all answer with one height and app hash,
     twice in a row (or ``timeout`` passes); returns the last statuses (None for a node that
@@ -680,6 +698,7 @@ def run_cluster(p: Params, workdir: Path) -> dict[str, Any]:
         start = load.start if load.start is not None else 0.0
         end = load.end if load.end is not None else time.monotonic()
         final = settle(nodes)
+        same_chain = one_chain(nodes, final)
         raw_metrics = []
         for n in nodes:
             try:
@@ -745,6 +764,7 @@ def run_cluster(p: Params, workdir: Path) -> dict[str, Any]:
         "timeline": sampler.timeline(start, end),
         "consistent": consistent,
         "running_nodes_agree": live_agree,
+        "one_chain": same_chain,
         "nodes_exited": sorted(died),
         "target": {
             "committed_per_s": want_per_s,
@@ -788,6 +808,11 @@ def summary_lines(figures: dict[str, Any]) -> list[str]:
             f"nodes {figures['nodes_exited']} EXITED during the run; the others "
             + ("agree" if figures["running_nodes_agree"] else "DISAGREE")
             + " on height and app hash"
+        )
+    elif figures.get("one_chain"):
+        lines.append(
+            "nodes at different heights (some still catching up), all on one chain: the same "
+            "block at the lowest height they reached"
         )
     else:
         lines.append("NODES DISAGREE on height or app hash")
