@@ -29,7 +29,7 @@ from node.queries import QueryRefused, answer_query
 from node.records import load_records
 from node.tasks import TaskStatus
 from protocol.block import Block, CommitCertificate
-from protocol.codec import CodecError, decode, encode
+from protocol.codec import CodecError, decode
 from protocol.contract import views
 from protocol.crypto import Domain, h256, verify
 from protocol.transactions import (
@@ -37,7 +37,6 @@ from protocol.transactions import (
     QueryRequest,
     RegisterClient,
     RegisterSubject,
-    Transaction,
     decode_tx,
 )
 
@@ -163,7 +162,8 @@ def build_app(node: Node) -> FastAPI:
         node.metrics.api_requests.labels(route, str(response.status_code)).inc()
         return response
 
-    async def read_json(request: Request) -> Any:
+    async def read_body(request: Request) -> bytes:
+        """The request body, refused past api.max_body_bytes (however it is chunked)."""
         body = bytearray()
         try:
             async for chunk in request.stream():
@@ -174,6 +174,10 @@ def build_app(node: Node) -> FastAPI:
                     )
         except ClientDisconnect:
             raise ApiError(400, "disconnected", "the client closed the request") from None
+        return bytes(body)
+
+    async def read_json(request: Request) -> Any:
+        body = await read_body(request)
         try:
             return json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
@@ -281,16 +285,7 @@ def build_app(node: Node) -> FastAPI:
     )
     async def post_records(request: Request) -> Any:
         require_operator(request)
-        body = bytearray()
-        try:
-            async for chunk in request.stream():
-                body += chunk
-                if len(body) > cfg.max_body_bytes:
-                    raise ApiError(
-                        413, "too_large", f"request body above {cfg.max_body_bytes} bytes"
-                    )
-        except ClientDisconnect:
-            raise ApiError(400, "disconnected", "the client closed the request") from None
+        body = await read_body(request)
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -314,16 +309,10 @@ def build_app(node: Node) -> FastAPI:
         return raw
 
     async def agency_tx(body: Any) -> dict[str, Any]:
-        tx = encode(Transaction.sign(node.identity, node.genesis.chain_id, body, time.time_ns()))
-        (adm,) = await node.submit([tx])
-        if not adm.ok:
-            status = 503 if adm.code == "mempool_full" else 422
-            raise ApiError(status, adm.code, adm.detail)
-        await node.executor.wait_committed([adm.tx_hash])
-        out = tx_json(node, adm.tx_hash)
-        if not out.get("ok", True):
-            raise ApiError(422, out["error"], out["detail"])
-        return out
+        (own,) = await node.commit_own([body])
+        if own.refusal is not None:
+            raise ApiError(*own.refusal)
+        return tx_json(node, own.admission.tx_hash)
 
     @app.get("/v1/chain", summary="Chain parameters clients need: salt, fees, validators")
     async def chain() -> dict[str, Any]:

@@ -75,14 +75,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from node.devnet import http_json
+    from node import client
 
-    try:
-        status = http_json(args.node.rstrip("/") + "/v1/status", timeout=10)
-    except (OSError, RuntimeError) as exc:
-        raise UsageError(f"{args.node}: {exc}") from exc
-    print(json.dumps(status, indent=2))
-    return 0
+    return _client_call(lambda: client.call(args.node.rstrip("/") + "/v1/status", timeout=10))
 
 
 def _cmd_devnet(args: argparse.Namespace) -> int:
@@ -97,26 +92,16 @@ def _cmd_devnet(args: argparse.Namespace) -> int:
 
 
 def _cmd_records_load(args: argparse.Namespace) -> int:
-    import urllib.error
-    import urllib.request
-
-    from node.keyfile import load_token
+    from node import client
 
     try:
-        token = load_token(Path(args.token))
+        token = _load_token(args.token)
         data = Path(args.file).read_bytes()
     except (OSError, KeyFileError) as exc:
         raise UsageError(str(exc)) from exc
-    req = urllib.request.Request(args.node.rstrip("/") + "/v1/records", data=data, method="POST")
-    req.add_header("Content-Type", "application/x-ndjson")
-    req.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(req, timeout=args.timeout) as resp:
-            report = json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        body = exc.read().decode(errors="replace")
-        raise UsageError(f"{args.node}: HTTP {exc.code}: {body}") from None
-    except (OSError, ValueError) as exc:
+        report = client.post_records(args.node, token, data, timeout=args.timeout)
+    except client.ClientError as exc:
         raise UsageError(f"{args.node}: {exc}") from exc
     print(json.dumps(report, indent=2))
     return 0 if not report.get("errors") else 1

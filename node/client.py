@@ -30,9 +30,23 @@ class ClientError(Exception):
 def call(url: str, body: Any = None, *, token: str | None = None, timeout: float = 60) -> Any:
     """GET, or POST ``body`` as JSON; returns the decoded answer or raises ClientError."""
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method="GET" if body is None else "POST")
+    return _request(url, data, "application/json", token=token, timeout=timeout)
+
+
+def post_records(node: str, token: str, lines: bytes, *, timeout: float = 120) -> dict[str, Any]:
+    """``POST /v1/records`` (operator) of standard-v1 records as JSON lines; the load report."""
+    url = node.rstrip("/") + "/v1/records"
+    report = _request(url, lines, "application/x-ndjson", token=token, timeout=timeout)
+    assert isinstance(report, dict)
+    return report
+
+
+def _request(
+    url: str, data: bytes | None, content_type: str, *, token: str | None, timeout: float
+) -> Any:
+    req = urllib.request.Request(url, data=data, method="GET" if data is None else "POST")
     if data is not None:
-        req.add_header("Content-Type", "application/json")
+        req.add_header("Content-Type", content_type)
     if token is not None:
         req.add_header("Authorization", f"Bearer {token}")
     try:

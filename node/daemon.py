@@ -32,12 +32,15 @@ from node.network import PeerAddress, PeerNetwork
 from node.storage import BlockStore
 from node.tasks import TaskStatus
 from protocol.block import Block, CommitCertificate
-from protocol.codec import decode
+from protocol.codec import decode, encode
 from protocol.consensus.config import ReplicaConfig
 from protocol.consensus.events import RestoredState
 from protocol.consensus.replica import Replica
+from protocol.contract import views
+from protocol.contract.state import TxResult
 from protocol.crypto import Identity, peer_id
 from protocol.genesis import Genesis, loads_genesis
+from protocol.transactions import Transaction, TxBody
 from protocol.wire import MAX_PAYLOAD_BYTES
 
 log = logging.getLogger("creditnet.node")
@@ -47,6 +50,24 @@ BLOCK_BYTES_CAP = MAX_PAYLOAD_BYTES - 64 * 1024
 from genesis and this constant only, so every validator applies the same limit)."""
 REGOSSIP_AFTER_S = 2.0
 REGOSSIP_MAX_PER_S = 500
+
+
+@dataclass(frozen=True)
+class OwnTx:
+    """A transaction this agency signed: its admission, and its ledger result once committed."""
+
+    admission: Admission
+    result: TxResult | None
+
+    @property
+    def refusal(self) -> tuple[int, str, str] | None:
+        """(HTTP status, code, detail) if the mempool refused it or it failed a ledger rule."""
+        a, r = self.admission, self.result
+        if not a.ok:
+            return (503 if a.code == "mempool_full" else 422), a.code, a.detail
+        if r is not None and not r.ok:
+            return 422, r.code, r.detail
+        return None
 
 
 class NodeError(Exception):
@@ -223,6 +244,21 @@ class Node:
             self.driver.submit(fresh)
             self.network.gossip_txs(fresh)
         return results
+
+    async def commit_own(self, bodies: Sequence[TxBody]) -> list[OwnTx]:
+        """Sign ``bodies`` as this agency, submit them and wait until the admitted ones are
+        committed; for each, its admission and (if committed) its ledger result."""
+        nonce = time.time_ns()
+        txs = [
+            encode(Transaction.sign(self.identity, self.genesis.chain_id, body, nonce + i))
+            for i, body in enumerate(bodies)
+        ]
+        admissions = await self.submit(txs)
+        await self.executor.wait_committed([a.tx_hash for a in admissions if a.ok])
+        return [
+            OwnTx(a, views.tx_result(self.store_state, a.tx_hash) if a.ok else None)
+            for a in admissions
+        ]
 
     async def _admit_peer_txs(self) -> None:
         while True:

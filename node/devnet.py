@@ -24,8 +24,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,20 +43,6 @@ SUBJECTS_FILE = "subjects.json"
 MAX_RECORDS = 100_000
 POST_BATCH = 1000
 """Records a ``POST /v1/records``: one commitment transaction each."""
-
-
-def http_json(url: str, body: Any = None, *, timeout: float = 30.0) -> Any:
-    """GET (or POST ``body`` as JSON) and decode the JSON answer; errors carry the API's body."""
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method="GET" if body is None else "POST")
-    if data is not None:
-        req.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        text = exc.read().decode(errors="replace")
-        raise RuntimeError(f"{url}: HTTP {exc.code}: {text}") from None
 
 
 def node_homes(directory: Path) -> list[Path]:
@@ -118,9 +102,9 @@ def wait_ready(urls: list[str], procs: list[subprocess.Popen[bytes]], timeout: f
                     f"node at {url} exited with status {proc.returncode}; see its node.log"
                 )
             try:
-                http_json(url + "/v1/status", timeout=2)
+                client.call(url + "/v1/status", timeout=2)
                 break
-            except (OSError, RuntimeError):
+            except client.ClientError:
                 if time.monotonic() > deadline:
                     raise RuntimeError(
                         f"node at {url} did not answer within {timeout:.0f} s"
@@ -163,16 +147,7 @@ def post_records(
 ) -> dict[str, Any]:
     """``POST /v1/records`` (operator token) of ``records`` as JSON lines; the load report."""
     body = "".join(json.dumps(r, sort_keys=True, separators=(",", ":")) + "\n" for r in records)
-    req = urllib.request.Request(url + "/v1/records", data=body.encode(), method="POST")
-    req.add_header("Content-Type", "application/x-ndjson")
-    req.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            report: dict[str, Any] = json.loads(resp.read())
-            return report
-    except urllib.error.HTTPError as exc:
-        text = exc.read().decode(errors="replace")
-        raise RuntimeError(f"{url}/v1/records: HTTP {exc.code}: {text}") from None
+    return client.post_records(url, token, body.encode(), timeout=timeout)
 
 
 @dataclass
@@ -251,7 +226,7 @@ def settled_status(urls: list[str], timeout: float = 10.0) -> list[dict[str, Any
     """Every node's status, once they show one height and app hash (or after ``timeout``)."""
     deadline = time.monotonic() + timeout
     while True:
-        statuses = [http_json(url + "/v1/status") for url in urls]
+        statuses = [client.call(url + "/v1/status") for url in urls]
         if len({(s["height"], s["app_hash"]) for s in statuses}) == 1:
             return statuses
         if time.monotonic() > deadline:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from node.ratelimit import KeyedBuckets
 from node.records import records_of
 from protocol.codec import CodecError, decode, encode
 from protocol.contract import views
@@ -37,26 +38,6 @@ log = logging.getLogger("creditnet.lookups")
 
 class RateLimited(Exception):
     """A lender asked for more mode-2 lookups than its quota."""
-
-
-class _Buckets:
-    """Token buckets by key: ``rate`` a second, a burst of one second's worth."""
-
-    def __init__(self, rate: float) -> None:
-        self.rate = rate
-        self._state: dict[object, tuple[float, float]] = {}
-
-    def take(self, key: object) -> bool:
-        now = time.monotonic()
-        if len(self._state) > 100_000:
-            self._state.clear()
-        tokens, stamp = self._state.get(key, (self.rate, now))
-        tokens = min(self.rate, tokens + (now - stamp) * self.rate)
-        if tokens < 1:
-            self._state[key] = (tokens, now)
-            return False
-        self._state[key] = (tokens - 1, now)
-        return True
 
 
 @dataclass(frozen=True)
@@ -81,8 +62,8 @@ class Lookups:
         q = node.config.queries
         self.deadline_s = q.lookup_deadline_ms / 1000
         self._pending: dict[bytes, _Pending] = {}
-        self._per_client = _Buckets(q.lookups_per_client_per_s)
-        self._per_agency = _Buckets(q.lookups_per_agency_per_s)
+        self._per_client = KeyedBuckets(q.lookups_per_client_per_s)
+        self._per_agency = KeyedBuckets(q.lookups_per_agency_per_s)
 
     # --- asking -------------------------------------------------------------------------------
 

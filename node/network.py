@@ -53,6 +53,7 @@ from libp2p.tools.anyio_service import background_trio_service
 
 from node.framing import FrameBuffer, FrameTooLarge, frame
 from node.metrics import NodeMetrics
+from node.ratelimit import TokenBucket
 from node.tasks import TaskStatus
 from protocol.codec import TAG_TABLE, CodecError, decode, encode
 from protocol.crypto import Identity, peer_id
@@ -112,24 +113,6 @@ class _Outbound:
     sent_upto: int = 0
     wake: trio.Event = field(default_factory=trio.Event)
     connected: bool = False
-
-
-class _TokenBucket:
-    """``rate`` messages per second with a burst of one second's worth."""
-
-    def __init__(self, rate: int) -> None:
-        self.rate = float(rate)
-        self.tokens = float(rate)
-        self.stamp = time.monotonic()
-
-    def take(self) -> bool:
-        now = time.monotonic()
-        self.tokens = min(self.rate, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
-        return False
 
 
 class _Gate(INotifee):
@@ -230,7 +213,7 @@ class PeerNetwork:
         self._partial: dict[int, tuple[int, int, int, bytearray]] = {}
         """peer -> (session, next seq, next part, bytes so far) of a message arriving in parts."""
         self._part_bytes = max(1024, max_frame_bytes - FRAME_OVERHEAD)
-        self._buckets: dict[int, _TokenBucket] = {}
+        self._buckets: dict[int, TokenBucket] = {}
         self._bad_logged: dict[tuple[str, str], float] = {}
         self._gossip_out: list[bytes] = []
         self._gossip_bytes = 0
@@ -493,7 +476,7 @@ class PeerNetwork:
             self.bad(str(remote), "unknown_peer", "consensus stream from outside the validator set")
             await _reset_quietly(stream)
             return
-        bucket = self._buckets.setdefault(index, _TokenBucket(self._rate))
+        bucket = self._buckets.setdefault(index, TokenBucket(self._rate))
         buf = FrameBuffer(self.max_frame_bytes)
         while True:
             data = await stream.read(READ_CHUNK)

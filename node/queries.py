@@ -18,12 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 from node.lookups import RateLimited, ServedRecord
 from node.records import records_of
-from protocol.codec import encode
 from protocol.contract import views
 from protocol.contract.rules import REQUEST_WINDOW_MS
 from protocol.crypto import seal
 from protocol.record import StoredRecord, record_ref
-from protocol.transactions import QueryEntry, QueryRequest, Transaction
+from protocol.transactions import QueryEntry, QueryRequest
 from protocol.vocabulary import QueryMode
 
 if TYPE_CHECKING:
@@ -124,15 +123,11 @@ async def answer_query(node: Node, req: QueryRequest) -> dict[str, Any]:
             f"the fee {fee}",
         )
     serving = tuple(keys[i] for i in serving_idx) if mode == QueryMode.FORWARDED else ()
-    body = QueryEntry(req, mode, serving, fee)
-    tx = encode(Transaction.sign(node.identity, node.genesis.chain_id, body, time.time_ns()))
-    (admission,) = await node.submit([tx])
-    if not admission.ok:
-        status = 503 if admission.code == "mempool_full" else 422
-        raise QueryRefused(status, admission.code, admission.detail)
-    await node.executor.wait_committed([admission.tx_hash])
-    result = views.tx_result(node.store_state, admission.tx_hash)
-    if result is None or not result.ok:
+    (entry,) = await node.commit_own([QueryEntry(req, mode, serving, fee)])
+    result = entry.result
+    if not entry.admission.ok:
+        raise QueryRefused(*(entry.refusal or (422, "refused", "")))
+    if result is None or not result.ok:  # the ledger refused it: consent, replay, ...
         code = result.code if result is not None else "not_committed"
         detail = result.detail if result is not None else "the query entry was not committed"
         raise QueryRefused(409 if code == "replayed_request" else 403, code, detail)
@@ -149,7 +144,7 @@ async def answer_query(node: Node, req: QueryRequest) -> dict[str, Any]:
         "mode": int(mode),
         "sources": sorted({s.agency for s in records}),
         "serving": serving_idx if mode == QueryMode.FORWARDED else [],
-        "audit_tx": admission.tx_hash.hex(),
+        "audit_tx": entry.admission.tx_hash.hex(),
         "height": result.height,
         "fee": fee,
         "sealed_report": sealed.hex(),

@@ -16,7 +16,6 @@ so the raw ID is kept nowhere, sent nowhere and never logged (the parsed input h
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -36,7 +35,6 @@ from protocol.transactions import (
     MAX_COMMITMENTS_PER_TX,
     CommitmentEntry,
     RecordCommitment,
-    Transaction,
 )
 
 if TYPE_CHECKING:
@@ -139,20 +137,13 @@ async def load_records(node: Node, lines: Iterable[str]) -> LoadReport:
             )
         else:
             keep.append(p)
-    txs: list[tuple[list[Prepared], bytes]] = []
-    nonce = time.time_ns()
-    for i, chunk in enumerate(_chunks(keep, MAX_COMMITMENTS_PER_TX)):
-        body = RecordCommitment(tuple(CommitmentEntry(p.ref, p.digest) for p in chunk))
-        tx = Transaction.sign(node.identity, node.genesis.chain_id, body, nonce + i)
-        txs.append((chunk, encode(tx)))
-    if not txs:
+    chunks = list(_chunks(keep, MAX_COMMITMENTS_PER_TX))
+    if not chunks:
         return report
-    admissions = await node.submit([t for _, t in txs])
-    admitted = [a.tx_hash for a in admissions if a.ok]
-    await node.executor.wait_committed(admitted)
+    bodies = [RecordCommitment(tuple(CommitmentEntry(p.ref, p.digest) for p in c)) for c in chunks]
     batch: dict[bytes, bytes | None] = {}
-    for (chunk, _), adm in zip(txs, admissions, strict=True):
-        result = views.tx_result(node.store_state, adm.tx_hash) if adm.ok else None
+    for chunk, own in zip(chunks, await node.commit_own(bodies), strict=True):
+        adm, result = own.admission, own.result
         entry: dict[str, Any] = {"tx": adm.tx_hash.hex(), "records": len(chunk)}
         if result is not None and result.ok:
             entry |= {"height": result.height, "ok": True}
