@@ -417,16 +417,24 @@ class HttpPool:
         self._idle.clear()
 
 
-async def post_batch(
-    pool: HttpPool, target: Target, batch: Batch, tally: Tally, timeout: float
-) -> None:
-    """Post one batch with ``?wait=commit`` and count the answer; never raises for HTTP trouble."""
+async def timed_post(
+    pool: HttpPool,
+    target: Target,
+    path: str,
+    body: bytes,
+    count: int,
+    tally: Tally,
+    timeout: float,
+) -> tuple[int, Any, float] | None:
+    """Post one request counted as ``count`` sent items; return (status, decoded JSON or None,
+    seconds taken), or None after counting the failure (HTTP trouble, timeout). Never raises
+    for HTTP trouble."""
     sent_at = trio.current_time()
-    tally.sending(batch.count, sent_at)
+    tally.sending(count, sent_at)
     status, doc, reason = 0, None, ""
     with trio.move_on_after(timeout) as scope:
         try:
-            status, data = await pool.post(target.host, target.port, TXS_PATH, batch.body)
+            status, data = await pool.post(target.host, target.port, path, body)
             try:
                 doc = json.loads(data)
             except ValueError:
@@ -440,9 +448,18 @@ async def post_batch(
     if scope.cancelled_caught:
         reason = "timeout"
     if reason:
-        tally.fail(batch.count, reason)
-    else:
-        tally.answer(batch.count, status, doc, done_at - sent_at)
+        tally.fail(count, reason)
+        return None
+    return status, doc, done_at - sent_at
+
+
+async def post_batch(
+    pool: HttpPool, target: Target, batch: Batch, tally: Tally, timeout: float
+) -> None:
+    """Post one batch with ``?wait=commit`` and count the answer; never raises for HTTP trouble."""
+    got = await timed_post(pool, target, TXS_PATH, batch.body, batch.count, tally, timeout)
+    if got is not None:
+        tally.answer(batch.count, *got)
 
 
 async def run_load(

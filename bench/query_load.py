@@ -55,12 +55,12 @@ import trio
 from bench.load import (
     END_MARK,
     START_MARK,
-    HttpError,
     HttpPool,
     LoadError,
     Tally,
     Target,
     load_targets,
+    timed_post,
 )
 from node.config import ConfigError, load_config
 from node.samples import national_ids, sample_records
@@ -386,28 +386,10 @@ async def post_query(
 ) -> None:
     """Post one query and count its answer; never raises for HTTP trouble."""
     target = plan.targets[q.target]
-    sent_at = trio.current_time()
-    tally.sending(1, sent_at)
-    status, doc, reason = 0, None, ""
-    with trio.move_on_after(timeout) as scope:
-        try:
-            status, data = await pool.post(target.host, target.port, QUERIES_PATH, q.body)
-            try:
-                doc = json.loads(data)
-            except ValueError:
-                doc = None
-        except HttpError as exc:
-            reason = f"http_error:{exc}"
-        except (trio.BrokenResourceError, OSError) as exc:
-            reason = f"error:{type(exc).__name__}"
-    done_at = trio.current_time()
-    tally.last_answer = done_at if tally.last_answer is None else max(tally.last_answer, done_at)
-    if scope.cancelled_caught:
-        reason = "timeout"
-    if reason:
-        tally.fail(1, reason)
-    else:
-        count_answer(tally, plan, q, status, doc, done_at - sent_at, k)
+    got = await timed_post(pool, target, QUERIES_PATH, q.body, 1, tally, timeout)
+    if got is not None:
+        status, doc, elapsed = got
+        count_answer(tally, plan, q, status, doc, elapsed, k)
 
 
 async def run_queries(
