@@ -48,8 +48,14 @@ def committed_answer(body: bytes) -> bytes:
     return http(200, {"results": results})
 
 
-async def serve(nursery: trio.Nursery, handler: Handler, accepted: list[int]) -> int:
-    """A keep-alive HTTP/1.1 server answering POSTs through ``handler``; returns its port."""
+async def serve(
+    nursery: trio.Nursery,
+    handler: Handler,
+    accepted: list[int],
+    closed: trio.MemorySendChannel[None] | None = None,
+) -> int:
+    """A keep-alive HTTP/1.1 server answering POSTs through ``handler``; returns its port.
+    ``closed`` gets one item each time the server has closed a connection."""
 
     async def conn(stream: trio.SocketStream) -> None:
         accepted.append(1)
@@ -77,6 +83,8 @@ async def serve(nursery: trio.Nursery, handler: Handler, accepted: list[int]) ->
             return
         finally:
             await stream.aclose()
+            if closed is not None:
+                closed.send_nowait(None)
 
     listeners = await nursery.start(trio.serve_tcp, conn, 0)
     port: int = listeners[0].socket.getsockname()[1]
@@ -229,12 +237,14 @@ async def test_pool_replaces_a_connection_the_server_closed() -> None:
     async def handler(body: bytes) -> tuple[bytes, bool]:
         return http(200, {"ok": True}), True  # answers, then closes without saying so
 
+    send_closed, closed = trio.open_memory_channel[None](10)
     async with trio.open_nursery() as nursery:
-        port = await serve(nursery, handler, accepted)
+        port = await serve(nursery, handler, accepted, send_closed)
         pool = HttpPool()
         for _ in range(3):
             assert await pool.post("127.0.0.1", port, "/", b"{}") == (200, b'{"ok": true}')
-            await trio.sleep(0.05)  # let the close reach us
+            with trio.fail_after(5):
+                await closed.receive()  # the server has closed this connection
         await pool.aclose()
         nursery.cancel_scope.cancel()
     assert len(accepted) == 3

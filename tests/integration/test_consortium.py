@@ -86,11 +86,11 @@ class Load:
                 code, body = self.cluster.submit(node, txs)
             except OSError:
                 self.errors += 1
-                time.sleep(0.05)
+                self._stop.wait(0.05)  # back off; wakes at once when stopped
                 continue
             if code != 200:
                 self.errors += 1
-                time.sleep(0.05)
+                self._stop.wait(0.05)  # back off; wakes at once when stopped
                 continue
             now = time.monotonic()
             with self._lock:

@@ -57,74 +57,78 @@ def keygen(path: Path) -> str:
     return str(json.loads(cli("keygen", "--out", str(path)).stdout)["public_key"])
 
 
+def register_client(cluster: Cluster, client_pk: str, deposit: str) -> None:
+    """``creditnet client register`` at agency 0 with its operator token."""
+    node = cluster.nodes[0]
+    cli(
+        "client",
+        "register",
+        "--node",
+        node.api,
+        "--token",
+        str(node.home / "operator.token"),
+        "--client",
+        client_pk,
+        "--deposit",
+        deposit,
+    )
+
+
+def register_subject(cluster: Cluster, national_id: str, subject_pk: str) -> None:
+    node = cluster.nodes[0]
+    cli(
+        "subject",
+        "register",
+        "--node",
+        node.api,
+        "--token",
+        str(node.home / "operator.token"),
+        "--national-id",
+        national_id,
+        "--subject",
+        subject_pk,
+    )
+
+
+def grant_consent(
+    cluster: Cluster, key: str, national_id: str, client_pk: str, purpose: str
+) -> None:
+    """``creditnet consent grant`` (30 days, every category), signed with the subject's key."""
+    cli(
+        "consent",
+        "grant",
+        "--node",
+        cluster.nodes[0].api,
+        "--key",
+        key,
+        "--national-id",
+        national_id,
+        "--client",
+        client_pk,
+        "--purpose",
+        purpose,
+        "--days",
+        "30",
+    )
+
+
 def balance(cluster: Cluster, i: int, key: str) -> int:
     return int(http(f"{cluster.nodes[i].api}/v1/accounts/{key}")[1]["balance"])
 
 
 def test_mode_1_query_with_consent_fees_and_refusals(cluster: Cluster, tmp_path: Path) -> None:
     api = cluster.nodes[0].api
-    token = str(cluster.nodes[0].home / "operator.token")
     nid = national_ids(seed=5, count=1)[0]
     records = sample_records(nid, count=3, seed=1, furnisher="agency-0")
-    path = tmp_path / "r.jsonl"
-    path.write_text("\n".join(json.dumps(r) for r in records))
-    cli("records", "load", "--node", api, "--token", token, str(path))
+    _load(cluster, 0, records, tmp_path)
 
     lender, poor, subject = tmp_path / "lender.key", tmp_path / "poor.key", tmp_path / "s.key"
     lender_pk, poor_pk, subject_pk = keygen(lender), keygen(poor), keygen(subject)
-    cli(
-        "client",
-        "register",
-        "--node",
-        api,
-        "--token",
-        token,
-        "--client",
-        lender_pk,
-        "--deposit",
-        "1000",
-    )
-    cli(
-        "client",
-        "register",
-        "--node",
-        api,
-        "--token",
-        token,
-        "--client",
-        poor_pk,
-        "--deposit",
-        "50",
-    )
-    cli(
-        "subject",
-        "register",
-        "--node",
-        api,
-        "--token",
-        token,
-        "--national-id",
-        nid,
-        "--subject",
-        subject_pk,
-    )
+    register_client(cluster, lender_pk, "1000")
+    register_client(cluster, poor_pk, "50")
+    register_subject(cluster, nid, subject_pk)
     for who in (lender_pk, poor_pk):
-        cli(
-            "consent",
-            "grant",
-            "--node",
-            api,
-            "--key",
-            str(subject),
-            "--national-id",
-            nid,
-            "--client",
-            who,
-            "--purpose",
-            "loan_approval",
-            "--days",
-            "30",
-        )
+        grant_consent(cluster, str(subject), nid, who, "loan_approval")
 
     out = json.loads(
         cli(
@@ -271,7 +275,6 @@ def test_mode_2_merges_records_from_two_agencies_and_drops_a_tampered_one(
     cluster: Cluster, tmp_path: Path
 ) -> None:
     api = cluster.nodes[0].api
-    token = str(cluster.nodes[0].home / "operator.token")
     nid = national_ids(seed=8, count=1)[0]
     at1 = sample_records(nid, count=2, seed=1, furnisher="agency-1")
     at2 = sample_records(nid, count=3, seed=2, furnisher="agency-2")
@@ -279,44 +282,9 @@ def test_mode_2_merges_records_from_two_agencies_and_drops_a_tampered_one(
     _load(cluster, 2, at2, tmp_path)
     lender, subject = tmp_path / "lender.key", tmp_path / "s.key"
     lender_pk, subject_pk = keygen(lender), keygen(subject)
-    cli(
-        "client",
-        "register",
-        "--node",
-        api,
-        "--token",
-        token,
-        "--client",
-        lender_pk,
-        "--deposit",
-        "1000",
-    )
-    cli(
-        "subject",
-        "register",
-        "--node",
-        api,
-        "--token",
-        token,
-        "--national-id",
-        nid,
-        "--subject",
-        subject_pk,
-    )
-    cli(
-        "consent",
-        "grant",
-        "--node",
-        api,
-        "--key",
-        str(subject),
-        "--national-id",
-        nid,
-        "--client",
-        lender_pk,
-        "--purpose",
-        "credit_card_approval",
-    )
+    register_client(cluster, lender_pk, "1000")
+    register_subject(cluster, nid, subject_pk)
+    grant_consent(cluster, str(subject), nid, lender_pk, "credit_card_approval")
 
     query = (
         "query",

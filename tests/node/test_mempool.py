@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from node.lookups import _Buckets
 from node.mempool import Mempool
 from node.metrics import NodeMetrics
+from node.ratelimit import KeyedBuckets
 from protocol.codec import encode
 from protocol.crypto import Identity, h256
 from protocol.transactions import CommitmentEntry, RecordCommitment, Transaction
@@ -86,6 +86,6 @@ async def test_stale_local_txs_are_offered_for_regossip_once_per_interval() -> N
 
 
 def test_lookup_quota_buckets_refuse_beyond_the_rate() -> None:
-    b = _Buckets(3)
+    b = KeyedBuckets(3)
     assert [b.take("lender") for _ in range(4)] == [True, True, True, False]
     assert b.take("another lender")
