@@ -4,13 +4,13 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.creditnet-installed
 
-.PHONY: all setup test lint typecheck devnet sim bench clean
+.PHONY: all setup test test-ops lint typecheck devnet sim bench clean
 
 all: test
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,bench]'
 	@touch $(STAMP)
 
 setup: $(STAMP)
@@ -24,6 +24,11 @@ typecheck: $(STAMP)
 test: lint typecheck
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
+# The operations kit: promtool checks, a real Prometheus scraping a 4-node cluster, deployment
+# files. Installs Debian's prometheus package (apt-get, as root) if promtool is missing.
+test-ops: $(STAMP)
+	$(BIN)/python -m pytest -q -m ops tests/ops $(PYTEST_ARGS)
+
 devnet: $(STAMP)
 	$(BIN)/creditnet devnet --nodes $(or $(NODES),4) --dir $(or $(DIR),devnet)
 
@@ -31,9 +36,13 @@ sim: $(STAMP)
 	$(BIN)/python -m bench.simulate_many --seeds $(or $(SEEDS),10000) --nodes 4,7
 
 bench: $(STAMP)
+	$(BIN)/python -m bench.run --nodes $(or $(NODES),4) --workload $(or $(WORKLOAD),mixed) --duration $(or $(DURATION),60)
+
+bench-micro: $(STAMP)
 	$(BIN)/python -m bench.codec
 	$(BIN)/python -m bench.storage
 	$(BIN)/python -m bench.replica
+	$(BIN)/python -m bench.lookup
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,50 +1,35 @@
-"""Cluster benchmark: a fresh N-node testnet on loopback under one of the load generator's loads.
+"""A benchmark cluster's processes: N ``creditnet run`` nodes of a fresh testnet and the load
+generator, started, watched and always stopped; the building blocks of :mod:`bench.run`.
 
-    python -m bench.cluster [--workload commit|query1|query2] [--nodes 4] [--rate R]
-        [--duration 60] [--batch 100] [--base-port 27400] [--keep] [--out FILE]
-
-Creates a testnet in a temporary directory (``creditnet testnet`` layout, node i on ports
-B+10i..B+10i+2), starts one ``python -m node run`` process per node (log in
-``node<i>/node.log``), waits until every API answers and every node sees its N-1 peers, then runs
-``python -m bench.load --workload W`` as a separate process (for ``query1``/``query2`` its own
-setup -- subjects, records, lenders, consents -- runs first and is not measured). While the load
-runs it samples, every second, each node's CPU and resident memory from ``/proc/<pid>/stat`` and
-``/proc/<pid>/status`` (and the load generator's, which shares the machine), and each node's
-``/v1/status`` (height, mempool size). CPU and memory figures cover only the load generator's
-timed phase (between its start and end marker lines), not its signing pass.
-
-Afterwards it waits for the nodes to settle, checks that every node holds the same height and app
-hash, reads each node's ``/metrics`` (block sizes, storage commit time, admission-to-commit
-latency, refusals, view changes), stops every node (SIGTERM, SIGKILL after 10 s -- also on
-Ctrl-C or an error: no process is left behind) and writes ``bench/results/cluster-commit-n<N>.json``
-(``cluster-query1-n<N>.json``, ``cluster-query2-n<N>.json`` for the query workloads) through
-:mod:`bench.results_io`, with a short summary on stdout. Targets (``target.met`` says whether
-reached): commit >= 3000 committed tx/s with p99 <= 1000 ms; query1 >= 500 answered queries/s
-with p99 <= 250 ms; query2 p99 <= 500 ms. Default rates: 3500 tx/s, 500 and 100 queries/s.
-
-The temporary directory is removed unless ``--keep`` is given or the run failed (then its path is
-printed, with the node logs in it). Exit status 0 when the run finished and the nodes agree, 1
-otherwise.
+* nodes: :func:`start_node` (one ``python -m node run`` process per node, in its own session,
+  log in ``node<i>/node.log``), :func:`wait_ready` (every API answers, every node sees its N-1
+  peers), :func:`warm_up` (one committed transaction through each node, so first-use costs fall
+  outside the measurement), :func:`settle` and :func:`one_chain` (afterwards: the same height
+  and app hash, or one chain with some nodes still catching up), :func:`stop_processes` (SIGTERM,
+  SIGKILL after 10 s);
+* :class:`Sampler`: every second, each process's CPU (all threads and the main thread, which
+  runs the node's trio loop) and RSS from ``/proc``, and each node's ``/v1/status``;
+* :func:`parse_metrics` / :func:`metrics_summary`: the figures of a node's ``/metrics`` that
+  explain where the time goes;
+* :class:`LoadRun`: ``python -m bench.load`` as a separate process, its timed phase marked by
+  the start/end lines it prints on stderr.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
@@ -53,28 +38,11 @@ from typing import IO, Any
 from bench.load import (
     DETAILS_PREFIX,
     END_MARK,
-    MAX_QUERY_DURATION_S,
     START_MARK,
-    LoadError,
     commit_batches,
     load_targets,
 )
-from bench.results_io import RESULTS_DIR, write_result
-from node.testnet import TestnetError, create_testnet
 
-DEFAULT_NODES = 4
-DEFAULT_RATE = 3500.0
-DEFAULT_RATES = {"commit": DEFAULT_RATE, "query1": 500.0, "query2": 100.0}
-WORKLOADS = ("commit", "query1", "query2")
-TARGETS: dict[str, tuple[float | None, float]] = {
-    "commit": (3000.0, 1000.0),  # query workloads also need no failed query
-    "query1": (500.0, 250.0),
-    "query2": (None, 500.0),
-}
-"""Per workload: (committed per second at least, or None; p99 latency in ms at most)."""
-DEFAULT_DURATION = 60.0
-DEFAULT_BATCH = 100
-DEFAULT_BASE_PORT = 27400
 START_TIMEOUT_S = 60.0
 STOP_GRACE_S = 10.0
 SETTLE_TIMEOUT_S = 30.0
@@ -117,18 +85,20 @@ class NodeProc:
     proc: subprocess.Popen[bytes]
 
 
-def check_ports_free(base_port: int, nodes: int) -> None:
-    """Raise ClusterError if a port the testnet needs is taken on 127.0.0.1."""
-    for i in range(nodes):
-        for port in range(base_port + 10 * i, base_port + 10 * i + 3):
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind
-                try:
-                    s.bind(("127.0.0.1", port))
-                except OSError:
-                    raise ClusterError(
-                        f"port {port} is in use; choose another --base-port"
-                    ) from None
+def node_ports(base_port: int, nodes: int) -> list[int]:
+    """The p2p, API and metrics ports of a testnet's nodes (``creditnet testnet`` layout)."""
+    return [p for i in range(nodes) for p in range(base_port + 10 * i, base_port + 10 * i + 3)]
+
+
+def check_ports_free(ports: Iterable[int]) -> None:
+    """Raise ClusterError if one of ``ports`` is taken on 127.0.0.1."""
+    for port in ports:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                raise ClusterError(f"port {port} is in use; choose another --base-port") from None
 
 
 def start_node(index: int, home: Path, base_port: int, *, profile: bool = False) -> NodeProc:
@@ -551,24 +521,9 @@ class LoadRun:
     _threads: list[threading.Thread] = field(default_factory=list)
 
     @classmethod
-    def launch(
-        cls, directory: Path, rate: float, duration: float, batch: int, workload: str = "commit"
-    ) -> LoadRun:
-        cmd = [
-            sys.executable,
-            "-m",
-            "bench.load",
-            "--dir",
-            str(directory),
-            "--workload",
-            workload,
-            "--rate",
-            f"{rate:g}",
-            "--duration",
-            f"{duration:g}",
-            "--batch",
-            str(batch),
-        ]
+    def launch(cls, directory: Path, args: Sequence[str]) -> LoadRun:
+        """Start ``python -m bench.load --dir DIRECTORY ARGS...``, logging to load.log."""
+        cmd = [sys.executable, "-m", "bench.load", "--dir", str(directory), *args]
         log = open(directory / "load.log", "w", encoding="utf-8")  # noqa: SIM115 - closed in wait
         proc = subprocess.Popen(
             cmd,
@@ -635,18 +590,7 @@ class LoadRun:
             self.log.close()
 
 
-# --- the benchmark ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Params:
-    nodes: int
-    rate: float
-    duration: float
-    batch: int
-    base_port: int
-    profile: bool = False
-    workload: str = "commit"
+# --- the benchmark runner's process handling -------------------------------------------------
 
 
 @contextlib.contextmanager
@@ -663,233 +607,3 @@ def signals_as_interrupt() -> Iterator[None]:
     finally:
         for sig, previous in old.items():
             signal.signal(sig, previous)
-
-
-def run_cluster(p: Params, workdir: Path) -> dict[str, Any]:
-    """The whole benchmark in ``workdir``; the figures to write. Every process it starts is
-    stopped before it returns or raises."""
-    check_ports_free(p.base_port, p.nodes)
-    revision = git_revision()  # before the nodes import it: others may be editing the tree
-    testnet = workdir / "testnet"
-    create_testnet(testnet, p.nodes, base_port=p.base_port)
-    nodes: list[NodeProc] = []
-    load: LoadRun | None = None
-    try:
-        for i in range(p.nodes):
-            nodes.append(start_node(i, testnet / f"node{i}", p.base_port, profile=p.profile))
-        print(f"bench.cluster: {p.nodes} nodes starting in {testnet}", flush=True)
-        wait_ready(nodes)
-        warm_up(testnet, nodes)
-        print(
-            f"bench.cluster: all nodes up with {p.nodes - 1} peers each and committing; "
-            f"load: {p.workload} {p.rate:g}/s for {p.duration:g} s"
-            + (f", batches of {p.batch}" if p.workload == "commit" else ""),
-            flush=True,
-        )
-        pids = {f"node{n.index}": n.proc.pid for n in nodes}
-        with Sampler(pids, nodes) as sampler:
-            load = LoadRun.launch(testnet, p.rate, p.duration, p.batch, p.workload)
-            sampler.add("load", load.proc.pid)
-            # signing (~50 us a tx), the timed phase, then the slowest batch's time limit
-            # (and for queries the setup: records, registrations, consents)
-            limit = p.rate * p.duration * 200e-6 + p.duration + 120
-            limit += 0 if p.workload == "commit" else 180
-            report = load.wait(limit)
-        start = load.start if load.start is not None else 0.0
-        end = load.end if load.end is not None else time.monotonic()
-        final = settle(nodes)
-        same_chain = one_chain(nodes, final)
-        raw_metrics = []
-        for n in nodes:
-            try:
-                raw_metrics.append(parse_metrics(get_text(n.metrics + "/metrics")))
-            except (OSError, ValueError):
-                raw_metrics.append({})
-        died = {n.index: n.proc.returncode for n in nodes if n.proc.poll() is not None}
-        for i, code in died.items():
-            log = testnet / f"node{i}" / "node.log"
-            print(
-                f"bench.cluster: node{i} EXITED (status {code}) before the end: "
-                f"{crash_reason(log) or log_tail(log, 5)}",
-                file=sys.stderr,
-            )
-    finally:
-        stop = [n.proc for n in nodes] + ([load.proc] if load is not None else [])
-        stop_processes(stop)
-        if load is not None:
-            load.close()
-
-    heights = [s["height"] if s else None for s in final]
-    hashes = [s["app_hash"] if s else None for s in final]
-    consistent = None not in heights and len(set(zip(heights, hashes, strict=True))) == 1
-    live = [(h, a) for h, a in zip(heights, hashes, strict=True) if h is not None]
-    live_agree = bool(live) and len(set(live)) == 1
-    per_node = {}
-    for n, st, raw in zip(nodes, final, raw_metrics, strict=True):
-        per_node[f"node{n.index}"] = {
-            **sampler.series[f"node{n.index}"].summary(start, end),
-            "height": st["height"] if st else None,
-            "app_hash": st["app_hash"] if st else None,
-            "view": st["view"] if st else None,
-            "mempool_max": sampler.mempool_max(n.index, start, end),
-            "exited_early": n.index in died,
-            "exit_status": died.get(n.index),
-            "exit_reason": crash_reason(n.home / "node.log") if n.index in died else None,
-            "metrics": metrics_summary(raw),
-        }
-    latency = report.get("latency_ms") or {}
-    per_s = float(report.get("per_s") or 0.0)
-    p99 = latency.get("p99")
-    want_per_s, want_p99 = TARGETS[p.workload]
-    return {
-        "parameters": {
-            "nodes": p.nodes,
-            "workload": p.workload,
-            "rate": p.rate,
-            "duration_s": p.duration,
-            "batch": p.batch,
-            "base_port": p.base_port,
-            "sync_writes": True,
-            "profiled": p.profile,
-            "code": revision,
-        },
-        "load": report,
-        "load_details": load.details,
-        "committed_per_s": per_s,
-        "latency_p50_ms": latency.get("p50"),
-        "latency_p99_ms": p99,
-        "measured_window_s": round(end - start, 1),
-        "nodes": per_node,
-        "load_generator": sampler.series["load"].summary(start, end),
-        "timeline": sampler.timeline(start, end),
-        "consistent": consistent,
-        "running_nodes_agree": live_agree,
-        "one_chain": same_chain,
-        "nodes_exited": sorted(died),
-        "target": {
-            "committed_per_s": want_per_s,
-            "p99_ms": want_p99,
-            "met": (want_per_s is None or per_s >= want_per_s)
-            and p99 is not None
-            and p99 <= want_p99
-            and (p.workload == "commit" or int(report.get("failed") or 0) == 0),
-        },
-    }
-
-
-def summary_lines(figures: dict[str, Any]) -> list[str]:
-    """A short human summary of the figures."""
-    load, target = figures["load"], figures["target"]
-    lat = load.get("latency_ms") or {}
-    unit = "txs" if figures["parameters"]["workload"] == "commit" else "queries"
-    lines = [
-        f"committed {load.get('committed')}/{load.get('sent')} {unit} (failed {load.get('failed')})"
-        f" -> {figures['committed_per_s']:.0f} {unit}/s; latency p50 {lat.get('p50')} ms, "
-        f"p90 {lat.get('p90')} ms, p99 {lat.get('p99')} ms, max {lat.get('max')} ms",
-    ]
-    failures = figures["load_details"].get("failures")
-    if failures:
-        lines.append(f"failures: {failures}")
-    for name, n in figures["nodes"].items():
-        m = n["metrics"]
-        lines.append(
-            f"{name}: CPU {n['cpu_pct']['mean']}% mean / {n['cpu_pct']['max']}% max "
-            f"(main thread {n['main_thread_cpu_pct']['mean']}%), "
-            f"RSS {n['rss_mb']['mean']} / {n['rss_mb']['max']} MB, height {n['height']}, "
-            f"app_hash {str(n['app_hash'])[:16]}, mempool max {n['mempool_max']}, "
-            f"{m['mean_block_txs']} txs/block, store {m['mean_storage_commit_ms']} ms/block"
-        )
-    g = figures["load_generator"]
-    lines.append(f"load generator: CPU {g['cpu_pct']['mean']}% mean, RSS {g['rss_mb']['max']} MB")
-    if figures["consistent"]:
-        lines.append("all nodes agree on height and app hash")
-    elif figures["nodes_exited"]:
-        lines.append(
-            f"nodes {figures['nodes_exited']} EXITED during the run; the others "
-            + ("agree" if figures["running_nodes_agree"] else "DISAGREE")
-            + " on height and app hash"
-        )
-    elif figures.get("one_chain"):
-        lines.append(
-            "nodes at different heights (some still catching up), all on one chain: the same "
-            "block at the lowest height they reached"
-        )
-    else:
-        lines.append("NODES DISAGREE on height or app hash")
-    want = target["committed_per_s"]
-    lines.append(
-        "target "
-        + (f">= {want:.0f}/s with " if want is not None else "")
-        + f"p99 <= {target['p99_ms']:.0f} ms"
-        + ("" if figures["parameters"]["workload"] == "commit" else " and no failure")
-        + ": "
-        + ("met" if target["met"] else "NOT met")
-    )
-    return lines
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.cluster",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--nodes", type=int, default=DEFAULT_NODES)
-    parser.add_argument("--workload", choices=WORKLOADS, default="commit")
-    parser.add_argument(
-        "--rate",
-        type=float,
-        default=None,
-        help="tx/s (commit) or queries/s offered (default: 3500, 500, 100 by workload)",
-    )
-    parser.add_argument("--duration", type=float, default=DEFAULT_DURATION, help="seconds")
-    parser.add_argument("--batch", type=int, default=DEFAULT_BATCH, help="txs a request")
-    parser.add_argument("--base-port", type=int, default=DEFAULT_BASE_PORT)
-    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
-    parser.add_argument("--out", type=Path, default=None, help="results file")
-    parser.add_argument(
-        "--profile",
-        action="store_true",
-        help="run the nodes under cProfile (slower; node<i>/node.prof in the kept directory)",
-    )
-    args = parser.parse_args(argv)
-    if args.nodes < 1:
-        parser.error("--nodes must be at least 1")
-    rate = DEFAULT_RATES[args.workload] if args.rate is None else args.rate
-    if rate <= 0 or args.duration <= 0 or args.batch < 1:
-        parser.error("--rate, --duration and --batch must be positive")
-    if args.workload != "commit" and args.duration > MAX_QUERY_DURATION_S:
-        parser.error(f"--duration: at most {MAX_QUERY_DURATION_S:g} s for the query workloads")
-    params = Params(
-        args.nodes, rate, args.duration, args.batch, args.base_port, args.profile, args.workload
-    )
-    name = f"cluster-{args.workload}-n{args.nodes}"
-    out = args.out or RESULTS_DIR / f"{name}.json"
-    workdir = Path(tempfile.mkdtemp(prefix="creditnet-cluster-"))
-    keep = args.keep or args.profile
-    try:
-        with signals_as_interrupt():
-            figures = run_cluster(params, workdir)
-        path = write_result(name, figures, out)
-        for line in summary_lines(figures):
-            print("  " + line)
-        print(f"bench.cluster: results in {path}")
-        keep = keep or not figures["consistent"]
-        return 0 if figures["consistent"] else 1
-    except KeyboardInterrupt:
-        print("bench.cluster: interrupted; every process stopped", file=sys.stderr)
-        keep = True
-        return 130
-    except (ClusterError, TestnetError, LoadError) as exc:
-        print(f"bench.cluster: {exc}", file=sys.stderr)
-        keep = True
-        return 1
-    finally:
-        if keep and any(workdir.iterdir()):
-            print(f"bench.cluster: kept {workdir} (node logs in testnet/node<i>/node.log)")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -48,7 +48,6 @@ import argparse
 import contextlib
 import json
 import math
-import os
 import resource
 import sys
 import time
@@ -68,7 +67,7 @@ from protocol.crypto import Identity, h256
 from protocol.genesis import loads_genesis
 from protocol.transactions import CommitmentEntry, RecordCommitment, Transaction
 
-WORKLOADS = ("commit", "query1", "query2")
+WORKLOADS = ("commit", "query1", "query2", "mixed")
 DEFAULT_RATE = 1000.0
 DEFAULT_DURATION = 10.0
 DEFAULT_BATCH = 100
@@ -182,23 +181,31 @@ def load_targets(directory: Path, indexes: Sequence[int] | None) -> list[Target]
     return targets
 
 
+def commit_batch(
+    targets: Sequence[Target], k: int, first: int, count: int, seed: bytes
+) -> Batch:
+    """Batch ``k``: transactions ``first``..``first+count-1`` for target k mod len(targets),
+    signed by its agency. Record refs come from ``seed`` and the transaction's number, so a
+    fresh seed gives transactions never seen before."""
+    slot = k % len(targets)
+    target = targets[slot]
+    hexes = []
+    for n in range(first, first + count):
+        ref = h256(b"bench-load-ref" + target.identity.public_key + seed + n.to_bytes(8, "big"))
+        body = RecordCommitment((CommitmentEntry(ref, h256(b"bench-load-digest" + ref)),))
+        tx = Transaction.sign(target.identity, target.chain_id, body, nonce=n)
+        hexes.append(encode(tx).hex())
+    doc = b'{"txs":["' + '","'.join(hexes).encode() + b'"]}'
+    return Batch(slot, doc, len(hexes))
+
+
 def commit_batches(targets: Sequence[Target], total: int, batch: int, seed: bytes) -> list[Batch]:
     """``total`` record-commitment transactions in batches of ``batch`` (the last one maybe
-    shorter), batch k for target k mod len(targets) and signed by its agency. Record refs come
-    from ``seed`` and a counter, so a fresh seed gives transactions never seen before."""
-    out = []
-    for k, start in enumerate(range(0, total, batch)):
-        slot = k % len(targets)
-        target = targets[slot]
-        hexes = []
-        for n in range(start, min(total, start + batch)):
-            ref = h256(b"bench-load-ref" + target.identity.public_key + seed + n.to_bytes(8, "big"))
-            body = RecordCommitment((CommitmentEntry(ref, h256(b"bench-load-digest" + ref)),))
-            tx = Transaction.sign(target.identity, target.chain_id, body, nonce=n)
-            hexes.append(encode(tx).hex())
-        doc = b'{"txs":["' + '","'.join(hexes).encode() + b'"]}'
-        out.append(Batch(slot, doc, len(hexes)))
-    return out
+    shorter), batch k for target k mod len(targets) (:func:`commit_batch`)."""
+    return [
+        commit_batch(targets, k, first, min(batch, total - first), seed)
+        for k, first in enumerate(range(0, total, batch))
+    ]
 
 
 def percentiles_ms(seconds: list[float]) -> dict[str, float | None]:
@@ -223,6 +230,8 @@ class Tally:
     failed: int = 0
     latencies: list[float] = field(default_factory=list)
     """Seconds, one entry per committed transaction."""
+    done: list[float] = field(default_factory=list)
+    """When each entry of ``latencies`` was answered (trio clock), for throughput over time."""
     reasons: Counter[str] = field(default_factory=Counter)
     first_send: float | None = None
     last_answer: float | None = None
@@ -233,6 +242,12 @@ class Tally:
         self.sent += count
         if self.first_send is None:
             self.first_send = now
+
+    def ok(self, latency: float) -> None:
+        """Count one committed item answered ``latency`` seconds after its send."""
+        self.committed += 1
+        self.latencies.append(latency)
+        self.done.append(self.last_answer if self.last_answer is not None else 0.0)
 
     def fail(self, count: int, reason: str) -> None:
         self.failed += count
@@ -249,8 +264,7 @@ class Tally:
             if not isinstance(r, dict):
                 self.fail(1, "bad_response")
             elif r.get("status") == "committed" and r.get("ok", True) is True:
-                self.committed += 1
-                self.latencies.append(latency)
+                self.ok(latency)
             elif r.get("status") == "committed":
                 self.fail(1, f"rule:{r.get('error', '?')}")
             else:
@@ -471,29 +485,15 @@ async def run_load(
     announce: bool = False,
 ) -> Tally:
     """Send ``batches`` open loop at ``rate`` tx/s and wait for every answer (or timeout)."""
-    tally = Tally()
-    pool = HttpPool()
-    try:
-        if announce:
-            print(START_MARK, file=sys.stderr, flush=True)
-        start = trio.current_time()
-        due_txs = 0
-        async with trio.open_nursery() as nursery:
-            for batch in batches:
-                due = start + due_txs / rate
-                await trio.sleep_until(due)
-                tally.max_lag = max(tally.max_lag, trio.current_time() - due)
-                nursery.start_soon(post_batch, pool, targets[batch.target], batch, tally, timeout)
-                due_txs += batch.count
-        if announce:
-            print(END_MARK, file=sys.stderr, flush=True)
-    finally:
-        await pool.aclose()
-    return tally
+    from bench.workloads import CommitStream, open_loop  # noqa: PLC0415 - it imports us
+
+    stream = CommitStream(targets, DEFAULT_BATCH, presigned=list(batches))
+    await open_loop([(stream, rate)], timeout=timeout, announce=announce)
+    return stream.tally
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse arguments, pre-sign the load, run it and print the JSON report."""
+    """Parse arguments, prepare the load (setup, signing), run it and print the JSON report."""
     parser = argparse.ArgumentParser(
         prog="python -m bench.load",
         description=__doc__,
@@ -502,91 +502,146 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", type=Path, required=True, help="testnet directory")
     parser.add_argument("--nodes", default=None, help="node indexes to send to (default: all)")
     parser.add_argument("--workload", choices=WORKLOADS, default="commit")
-    parser.add_argument("--rate", type=float, default=DEFAULT_RATE, help="transactions per s")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help=f"open loop: items offered per second (tx/s or queries/s; default {DEFAULT_RATE:g})",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        help="closed loop instead of --rate: requests in flight, each sent when one is answered",
+    )
     parser.add_argument("--duration", type=float, default=DEFAULT_DURATION, help="seconds")
     parser.add_argument("--batch", type=int, default=DEFAULT_BATCH, help="transactions a request")
     parser.add_argument(
-        "--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds a batch may take"
+        "--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds a request may take"
     )
     parser.add_argument(
         "--subjects",
         type=int,
         default=50,
-        help="query1/query2: subjects set up before the timed phase",
+        help="query workloads: subjects set up before the timed phase",
+    )
+    parser.add_argument(
+        "--mix",
+        default=None,
+        help="mixed: shares of the load, e.g. commit=0.8,query1=0.15,query2=0.05 (the default)",
+    )
+    parser.add_argument(
+        "--samples",
+        type=Path,
+        default=None,
+        help="write each committed item's answer time and latency to this JSON file",
     )
     args = parser.parse_args(argv)
-    if not (args.rate > 0 and math.isfinite(args.rate)):
-        parser.error("--rate must be a positive number of transactions per second")
+    # (imported here: bench.workloads and bench.query_load import this module)
+    from bench.workloads import DEFAULT_MIX, parse_mix  # noqa: PLC0415
+
+    if args.rate is not None and args.concurrency is not None:
+        parser.error("--rate (open loop) and --concurrency (closed loop): give one")
+    if args.rate is not None and not (args.rate > 0 and math.isfinite(args.rate)):
+        parser.error("--rate must be a positive number of items per second")
+    if args.concurrency is not None and not 1 <= args.concurrency <= MAX_CONNECTIONS:
+        parser.error(f"--concurrency must be 1..{MAX_CONNECTIONS}")
     if not (args.duration > 0 and math.isfinite(args.duration)):
         parser.error("--duration must be a positive number of seconds")
     if not 1 <= args.batch <= MAX_BATCH:
         parser.error(f"--batch must be 1..{MAX_BATCH} (the API's limit per request)")
     if not (args.timeout > 0 and math.isfinite(args.timeout)):
         parser.error("--timeout must be a positive number of seconds")
-    if args.workload != "commit" and args.duration > MAX_QUERY_DURATION_S:
+    if args.workload != "commit" and args.concurrency is None and (
+        args.duration > MAX_QUERY_DURATION_S
+    ):
         parser.error(
-            f"--duration: at most {MAX_QUERY_DURATION_S:g} s for {args.workload} (queries are "
-            "signed before the timed phase and a node refuses them 5 minutes after)"
+            f"--duration: at most {MAX_QUERY_DURATION_S:g} s for {args.workload} at a --rate "
+            "(queries are signed before the timed phase and a node refuses them 5 minutes after)"
         )
     if args.subjects < 1:
         parser.error("--subjects must be at least 1")
     try:
+        mix = DEFAULT_MIX if args.mix is None else parse_mix(args.mix)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.mix is not None and args.workload != "mixed":
+        parser.error("--mix applies to --workload mixed only")
+    try:
         indexes = None if args.nodes is None else parse_nodes(args.nodes)
     except ValueError as exc:
         parser.error(str(exc))
-    total = max(1, round(args.rate * args.duration))
+    if args.rate is None and args.concurrency is None:
+        args.rate = DEFAULT_RATE
     try:
         targets = load_targets(args.dir, indexes)
+        return _run(args, targets, mix if args.workload == "mixed" else {args.workload: 1.0})
     except LoadError as exc:
         print(f"bench.load: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("bench.load: interrupted", file=sys.stderr)
+        return 130
 
-    if args.workload != "commit":
-        return _run_queries(args, targets)
-    started = time.perf_counter()
-    batches = commit_batches(targets, total, args.batch, os.urandom(16))
+
+def _run(args: argparse.Namespace, targets: list[Target], shares: dict[str, float]) -> int:
+    """Set up and sign each stream of the workload, drive them, print the report."""
+    from bench import workloads as wl  # noqa: PLC0415 - see main
+    from bench.query_load import lenders_needed, setup  # noqa: PLC0415
+
+    open_loop = args.rate is not None
+    streams: list[tuple[wl.Stream, float]] = []
+    for kind, share in shares.items():
+        rate = args.rate * share if open_loop else None
+        # queries a stream may send: exact (open loop) or a generous bound for the deposits
+        total = max(1, round(rate * args.duration)) if rate else args.concurrency * 200 * round(
+            args.duration + 1
+        )
+        stream: wl.Stream
+        if kind == "commit":
+            stream = wl.CommitStream(targets, args.batch)
+        else:
+            lenders = lenders_needed(kind, len(targets), rate, args.concurrency)
+            plan = setup(args.dir, targets, kind, args.subjects, 2, total, lenders)
+            stream = wl.QueryStream(kind, plan, targets[0].chain_id)
+        if open_loop:
+            started = time.perf_counter()
+            stream.presign(total)  # type: ignore[attr-defined]
+            print(
+                f"bench.load: {kind}: signed {total} items ({time.perf_counter() - started:.1f} s)"
+                f"; sending at {rate:g}/s",
+                file=sys.stderr,
+                flush=True,
+            )
+        streams.append((stream, rate if rate else share))
     print(
-        f"bench.load: signed {total} transactions in {len(batches)} batches "
-        f"({time.perf_counter() - started:.1f} s); sending at {args.rate:g} tx/s to "
-        f"{', '.join(f'node{t.index}' for t in targets)}",
+        f"bench.load: {args.workload} to {', '.join(f'node{t.index}' for t in targets)}, "
+        + (
+            f"open loop at {args.rate:g}/s"
+            if open_loop
+            else f"closed loop, {args.concurrency} in flight"
+        )
+        + f", {args.duration:g} s",
         file=sys.stderr,
         flush=True,
     )
-    try:
-        tally = trio.run(
-            partial(run_load, targets, batches, args.rate, timeout=args.timeout, announce=True)
-        )
-    except KeyboardInterrupt:
-        print("bench.load: interrupted", file=sys.stderr)
-        return 130
-    print(DETAILS_PREFIX + json.dumps(tally.details()), file=sys.stderr, flush=True)
-    print(json.dumps(tally.report(args.workload)), flush=True)
-    return 0
-
-
-def _run_queries(args: argparse.Namespace, targets: list[Target]) -> int:
-    """``query1``/``query2`` (:mod:`bench.query_load`): setup, timed phase, report."""
-    # bench.query_load imports this module (its HTTP client and tally): a cycle at the top
-    from bench.query_load import run_workload  # noqa: PLC0415
-
-    try:
-        tally = run_workload(
-            args.dir,
-            targets,
-            args.workload,
-            rate=args.rate,
-            duration=args.duration,
+    if open_loop:
+        run = partial(wl.open_loop, streams, timeout=args.timeout, announce=True)
+    else:
+        run = partial(
+            wl.closed_loop,
+            streams,
+            args.concurrency,
+            args.duration,
             timeout=args.timeout,
-            subjects=args.subjects,
+            announce=True,
         )
-    except LoadError as exc:
-        print(f"bench.load: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("bench.load: interrupted", file=sys.stderr)
-        return 130
-    print(DETAILS_PREFIX + json.dumps(tally.details()), file=sys.stderr, flush=True)
-    print(json.dumps(tally.report(args.workload)), flush=True)
+    start = trio.run(run)
+    only = [s for s, _ in streams]
+    print(DETAILS_PREFIX + json.dumps(wl.combined_details(only)), file=sys.stderr, flush=True)
+    if args.samples is not None:
+        args.samples.write_text(json.dumps(wl.samples_doc(only, start)), encoding="utf-8")
+    print(json.dumps(wl.combined_report(args.workload, only)), flush=True)
     return 0
 
 

@@ -50,11 +50,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import trio
-
 from bench.load import (
-    END_MARK,
-    START_MARK,
     HttpPool,
     LoadError,
     Tally,
@@ -325,31 +321,38 @@ class SignedQuery:
     request_hash: bytes
 
 
-def sign_queries(plan: QueryPlan, chain_id: str, total: int) -> list[SignedQuery]:
-    """``total`` requests, query k to target k mod T about its subjects round robin."""
-    now_ms = time.time_ns() // 1_000_000
-    base = int.from_bytes(os.urandom(7), "big") << 8
-    out = []
+def sign_query(plan: QueryPlan, chain_id: str, k: int, nonce_base: int, now_ms: int) -> SignedQuery:
+    """Query ``k``: to target k mod T, about its subjects round robin, from its lenders in turn."""
     n = len(plan.targets)
-    for k in range(total):
-        slot = k % n
-        group = plan.subjects[slot]
-        turn = k // n
-        subject = group[turn % len(group)]
-        who = turn % len(plan.lenders[slot])
-        req = QueryRequest.sign(
-            plan.lenders[slot][who],
-            chain_id,
-            agency=plan.targets[slot].identity.public_key,
-            pseudonym=subject.pseudonym,
-            purpose=Purpose.LOAN_APPROVAL,
-            categories=(),
-            nonce=base + k,
-            time_ms=now_ms,
-        )
-        body = b'{"request":"' + encode(req).hex().encode() + b'"}'
-        out.append(SignedQuery(slot, who, body, req.request_hash))
-    return out
+    slot = k % n
+    group = plan.subjects[slot]
+    turn = k // n
+    subject = group[turn % len(group)]
+    who = turn % len(plan.lenders[slot])
+    req = QueryRequest.sign(
+        plan.lenders[slot][who],
+        chain_id,
+        agency=plan.targets[slot].identity.public_key,
+        pseudonym=subject.pseudonym,
+        purpose=Purpose.LOAN_APPROVAL,
+        categories=(),
+        nonce=nonce_base + k,
+        time_ms=now_ms,
+    )
+    body = b'{"request":"' + encode(req).hex().encode() + b'"}'
+    return SignedQuery(slot, who, body, req.request_hash)
+
+
+def nonce_base() -> int:
+    """A random start for a run's query nonces (a node refuses a replayed request)."""
+    return int.from_bytes(os.urandom(7), "big") << 8
+
+
+def sign_queries(plan: QueryPlan, chain_id: str, total: int) -> list[SignedQuery]:
+    """``total`` requests signed now (:func:`sign_query`)."""
+    now_ms = time.time_ns() // 1_000_000
+    base = nonce_base()
+    return [sign_query(plan, chain_id, k, base, now_ms) for k in range(total)]
 
 
 def count_answer(
@@ -377,8 +380,7 @@ def count_answer(
         if report.get("request_hash") != q.request_hash.hex() or not report.get("records"):
             tally.fail(1, "report_mismatch")
             return
-    tally.committed += 1
-    tally.latencies.append(latency)
+    tally.ok(latency)
 
 
 async def post_query(
@@ -392,55 +394,12 @@ async def post_query(
         count_answer(tally, plan, q, status, doc, elapsed, k)
 
 
-async def run_queries(
-    plan: QueryPlan,
-    queries: Sequence[SignedQuery],
-    rate: float,
-    *,
-    timeout: float,
-    announce: bool = False,
-) -> Tally:
-    """Send ``queries`` open loop at ``rate`` queries/s and wait for every answer (or timeout)."""
-    tally = Tally()
-    pool = HttpPool()
-    try:
-        if announce:
-            print(START_MARK, file=sys.stderr, flush=True)
-        start = trio.current_time()
-        async with trio.open_nursery() as nursery:
-            for k, q in enumerate(queries):
-                due = start + k / rate
-                await trio.sleep_until(due)
-                tally.max_lag = max(tally.max_lag, trio.current_time() - due)
-                nursery.start_soon(post_query, pool, plan, q, k, tally, timeout)
-        if announce:
-            print(END_MARK, file=sys.stderr, flush=True)
-    finally:
-        await pool.aclose()
-    return tally
-
-
-def run_workload(
-    directory: Path,
-    targets: Sequence[Target],
-    workload: str,
-    *,
-    rate: float,
-    duration: float,
-    timeout: float,
-    subjects: int = DEFAULT_SUBJECTS,
-    records_per_agency: int = DEFAULT_RECORDS,
-) -> Tally:
-    """Setup, sign, then the timed phase; the tally of the answers."""
-    total = max(1, round(rate * duration))
-    lenders = 1
-    if workload == "query2":
-        lenders = max(1, math.ceil(rate / len(targets) / LENDER_LOOKUPS_PER_S))
-    plan = setup(directory, targets, workload, subjects, records_per_agency, total, lenders)
-    started = time.perf_counter()
-    queries = sign_queries(plan, targets[0].chain_id, total)
-    log(
-        f"signed {total} queries ({time.perf_counter() - started:.1f} s); sending at {rate:g} "
-        f"queries/s to {', '.join(f'node{t.index}' for t in targets)} (mode {plan.mode})"
-    )
-    return trio.run(lambda: run_queries(plan, queries, rate, timeout=timeout, announce=True))
+def lenders_needed(workload: str, targets: int, rate: float | None, concurrency: int | None) -> int:
+    """Lenders per target: query2 keeps each lender under :data:`LENDER_LOOKUPS_PER_S` (the
+    node limits mode-2 lookups per lender) -- by the rate (open loop) or by one request in
+    flight per lender (closed loop)."""
+    if workload != "query2":
+        return 1
+    if concurrency is not None:
+        return max(1, math.ceil(concurrency / targets))
+    return max(1, math.ceil((rate or 0.0) / targets / LENDER_LOOKUPS_PER_S))

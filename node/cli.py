@@ -24,9 +24,15 @@ class UsageError(Exception):
 
 
 def _cmd_testnet(args: argparse.Namespace) -> int:
+    hosts = None if args.hosts is None else [h.strip() for h in args.hosts.split(",")]
     try:
         nodes = create_testnet(
-            Path(args.dir), args.nodes, chain_id=args.chain_id, base_port=args.base_port
+            Path(args.dir),
+            args.nodes,
+            chain_id=args.chain_id,
+            base_port=args.base_port,
+            hosts=hosts,
+            listen_host=args.listen_host,
         )
     except (TestnetError, KeyFileError) as exc:
         raise UsageError(str(exc)) from exc
@@ -39,9 +45,9 @@ def _cmd_testnet(args: argparse.Namespace) -> int:
                 "home": str(n.home),
                 "public_key": n.public_key.hex(),
                 "peer_id": peer_id(n.public_key),
-                "p2p": f"/ip4/127.0.0.1/tcp/{n.p2p_port}",
-                "api": f"http://127.0.0.1:{n.api_port}",
-                "metrics": f"http://127.0.0.1:{n.metrics_port}/metrics",
+                "p2p": n.address,
+                "api": n.api_url,
+                "metrics": n.metrics_url,
             }
             for n in nodes
         ],
@@ -227,6 +233,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", required=True, help="directory to create (must be new or empty)")
     p.add_argument("--chain-id", default="creditnet-local")
     p.add_argument("--base-port", type=int, default=DEFAULT_BASE_PORT)
+    p.add_argument(
+        "--hosts",
+        metavar="HOST,...",
+        help="where the other agencies reach each node, one IP or DNS name per node, comma-"
+        "separated (genesis addresses and peers; default: the listen host, 127.0.0.1 if that "
+        "is 0.0.0.0)",
+    )
+    p.add_argument(
+        "--listen-host",
+        default="127.0.0.1",
+        metavar="IP",
+        help="the address every node binds p2p, API and metrics to (default 127.0.0.1; "
+        "0.0.0.0 in containers)",
+    )
     p.set_defaults(func=_cmd_testnet)
 
     p = sub.add_parser("run", help="run one node in the foreground until SIGINT/SIGTERM")
