@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.creditnet-installed
 
-.PHONY: all setup test test-ops lint typecheck devnet sim bench clean
+.PHONY: all setup test test-ops lint typecheck devnet sim bench bench-micro clean
 
 all: test
 

@@ -1,7 +1,8 @@
 """Load generator: drives a running testnet over its HTTP API and reports throughput and latency.
 
-    python -m bench.load --dir TESTNET_DIR [--nodes 0,1,2,3] [--workload commit|query1|query2]
-        [--rate R] [--duration S] [--batch B] [--timeout T] [--subjects S]
+    python -m bench.load --dir TESTNET_DIR [--nodes 0,1,2,3]
+        [--workload commit|query1|query2|mixed] [--rate R | --concurrency C] [--duration S]
+        [--batch B] [--timeout T] [--subjects S] [--mix commit=0.8,...] [--samples FILE]
 
 ``commit``: record-commitment transactions (one entry each, a fresh record ref per transaction),
 signed by the agencies whose homes are in the testnet directory (``node<i>/node.key``, chain id
@@ -15,6 +16,12 @@ the asked agency's own records) or mode 2 (forwarded to the agencies holding the
 See :mod:`bench.query_load`. ``--duration`` is at most 240 s for them (requests are signed before
 the timed phase; a node refuses one more than 5 minutes old); "committed" counts queries
 answered in the workload's mode with a sealed report, latency is send to answer.
+
+``mixed``: the three at once, sharing the offered load by ``--mix``; the report adds
+``"by_kind"``, each kind's own report. ``--concurrency C`` runs a closed loop instead of the
+open loop below (C requests in flight, each signed just before it is sent). ``--samples FILE``
+writes every committed item's answer time and latency (the runner's CDFs and timelines). See
+:mod:`bench.workloads`.
 
 Open loop: every transaction is signed and every request body encoded before the timed phase;
 then batches are launched on a fixed schedule (``rate`` tx/s, batch k due once the transactions
@@ -30,7 +37,7 @@ Prints one JSON object on stdout::
      "latency_ms": {"p50": a, "p90": b, "p99": c, "max": d}}
 
 (latencies null when nothing was committed). Progress goes to stderr: the marker lines
-:data:`START_MARK` and :data:`END_MARK` around the timed phase (``bench.cluster`` measures the
+:data:`START_MARK` and :data:`END_MARK` around the timed phase (``bench.run`` measures the
 nodes between them) and one ``bench.load: details {...}`` JSON line (failures by reason, the
 largest lag behind the schedule). Exit status 0 when the run finished, 1 when the testnet
 directory cannot be used, 2 for bad arguments.

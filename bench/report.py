@@ -135,8 +135,12 @@ def markdown(doc: dict[str, Any], stem: str, plots: bool) -> str:
         "",
         f"Machine: {machine_line(doc)}. creditnet {v.get('creditnet')} "
         f"(commit {str(v.get('git_commit'))[:12]}), py-libp2p {v.get('libp2p')}, "
-        f"trio {v.get('trio')}. Every node, the load generator"
-        + (" and the WAN proxy" if params["network"].get("kind") != "loopback" else "")
+        f"trio {v.get('trio')}. Every node"
+        + (
+            ", the load generator and the WAN proxy"
+            if params["network"].get("kind") != "loopback"
+            else " and the load generator"
+        )
         + " share this machine; blocks are fsynced.",
         "",
         *table(summary_rows(doc)),

@@ -20,7 +20,8 @@ measurement), then ``python -m bench.load`` as a separate process with the workl
 ``--rate R`` is an open loop (items offered per second on a fixed schedule, whatever the answers
 do); ``--concurrency C`` a closed loop (C requests in flight, the next sent when one is answered:
 it finds the throughput the cluster sustains). Default: ``tx`` closed loop with 8 batches in
-flight; ``query1`` 50/s, ``query2`` 20/s, ``mixed`` 300/s open loop.
+flight; ``query1`` 40/s, ``query2`` 20/s, ``mixed`` 150/s open loop (rates this 2-core
+machine sustains with all nodes on it).
 
 While the load runs, a progress bar shows the elapsed time, the committed items and each node's
 height; every second the runner samples each process's CPU and RSS from ``/proc`` and each
@@ -92,7 +93,7 @@ from node.testnet import TestnetError, create_testnet
 
 WORKLOADS = {"tx": "commit", "query1": "query1", "query2": "query2", "mixed": "mixed"}
 """Runner workload -> the load generator's workload."""
-DEFAULT_RATES = {"query1": 50.0, "query2": 20.0, "mixed": 300.0}
+DEFAULT_RATES = {"query1": 40.0, "query2": 20.0, "mixed": 150.0}
 DEFAULT_CONCURRENCY = 8
 """``tx`` without --rate/--concurrency: batches in flight (closed loop)."""
 DEFAULT_DURATION = 30.0

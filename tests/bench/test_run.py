@@ -64,7 +64,7 @@ def test_runner_arguments() -> None:
     p = params_from(ap.parse_args(["--workload", "tx"]), ap)
     assert (p.rate, p.concurrency, p.load_workload) == (None, 8, "commit")
     p = params_from(ap.parse_args(["--workload", "mixed", "--nodes", "4,7"]), ap)
-    assert p.sizes == (4, 7) and p.rate == 300.0 and p.mix == {
+    assert p.sizes == (4, 7) and p.rate == 150.0 and p.mix == {
         "commit": 0.8,
         "query1": 0.15,
         "query2": 0.05,
