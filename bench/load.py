@@ -598,11 +598,14 @@ def _run(args: argparse.Namespace, targets: list[Target], shares: dict[str, floa
 
     open_loop = args.rate is not None
     streams: list[tuple[wl.Stream, float]] = []
-    for kind, share in shares.items():
+    totals = []
+    for kind, share in shares.items():  # every setup first ...
         rate = args.rate * share if open_loop else None
-        # queries a stream may send: exact (open loop) or a generous bound for the deposits
-        total = max(1, round(rate * args.duration)) if rate else args.concurrency * 200 * round(
-            args.duration + 1
+        # items a stream may send: exact (open loop) or a generous bound for the deposits
+        total = (
+            max(1, round(rate * args.duration))
+            if rate
+            else args.concurrency * 200 * round(args.duration + 1)
         )
         stream: wl.Stream
         if kind == "commit":
@@ -611,16 +614,18 @@ def _run(args: argparse.Namespace, targets: list[Target], shares: dict[str, floa
             lenders = lenders_needed(kind, len(targets), rate, args.concurrency)
             plan = setup(args.dir, targets, kind, args.subjects, 2, total, lenders)
             stream = wl.QueryStream(kind, plan, targets[0].chain_id)
-        if open_loop:
+        streams.append((stream, rate if rate else share))
+        totals.append(total)
+    if open_loop:  # ... then the signing, right before the timed phase (queries age)
+        for (stream, rate), total in zip(streams, totals, strict=True):
             started = time.perf_counter()
             stream.presign(total)  # type: ignore[attr-defined]
             print(
-                f"bench.load: {kind}: signed {total} items ({time.perf_counter() - started:.1f} s)"
-                f"; sending at {rate:g}/s",
+                f"bench.load: {stream.kind}: signed {total} items "
+                f"({time.perf_counter() - started:.1f} s); sending at {rate:g}/s",
                 file=sys.stderr,
                 flush=True,
             )
-        streams.append((stream, rate if rate else share))
     print(
         f"bench.load: {args.workload} to {', '.join(f'node{t.index}' for t in targets)}, "
         + (

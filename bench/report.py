@@ -70,6 +70,30 @@ def load_text(params: dict[str, Any]) -> str:
     return text
 
 
+def command_line(params: dict[str, Any]) -> str:
+    """The bench.run command that gives these parameters."""
+    parts = [
+        "python -m bench.run",
+        f"--nodes {','.join(map(str, params['sizes']))}",
+        f"--workload {params['workload']}",
+        f"--duration {params['duration_s']:g}",
+    ]
+    if params.get("rate") is not None:
+        parts.append(f"--rate {params['rate']:g}")
+    else:
+        parts.append(f"--concurrency {params.get('concurrency')}")
+    if params.get("load_workload") in ("commit", "mixed"):
+        parts.append(f"--batch {params.get('batch')}")
+    if params.get("mix"):
+        parts.append("--mix " + ",".join(f"{k}={v:g}" for k, v in params["mix"].items()))
+    net = params.get("network") or {}
+    for key, flag in (("latency_ms", "--latency-ms"), ("jitter_ms", "--jitter-ms"),
+                      ("loss", "--loss")):
+        if net.get(key):
+            parts.append(f"{flag} {net[key]:g}")
+    return " ".join(parts)
+
+
 def summary_rows(doc: dict[str, Any]) -> list[list[str]]:
     """One row per (size, kind): the figures a reader compares."""
     params = doc["figures"]["parameters"]
@@ -111,7 +135,7 @@ HEADER = [
     "failed",
     "CPU per node (mean)",
     "RSS per node (max)",
-    "view changes",
+    "view changes (sum over nodes)",
     "network",
 ]
 
@@ -129,8 +153,7 @@ def markdown(doc: dict[str, Any], stem: str, plots: bool) -> str:
     lines = [
         f"# {doc['benchmark']}",
         "",
-        f"`python -m bench.run --nodes {','.join(map(str, params['sizes']))} --workload "
-        f"{params['workload']} --duration {params['duration_s']:g}` ({load_text(params)}), "
+        f"`{command_line(params)}` ({load_text(params)}), "
         f"network: {network_text(params)}; run {doc['time']}.",
         "",
         f"Machine: {machine_line(doc)}. creditnet {v.get('creditnet')} "
@@ -195,6 +218,8 @@ def write_plots(doc: dict[str, Any], prefix: Path) -> list[Path]:
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
     runs = [r for r in doc["figures"]["runs"] if not r.get("error")]
+    if not runs:
+        return []
     title = f"{doc['benchmark']} — {network_text(doc['figures']['parameters'])}"
     out = []
     kinds = sorted({k for r in runs for k in r["by_kind"]})
@@ -281,11 +306,11 @@ def write_reports(path: Path, *, plots: bool = True) -> list[Path]:
     """Markdown (and PNGs) beside the results file ``path``; the files written."""
     doc = load(path)
     prefix = path.with_suffix("")
+    md = path.with_suffix(".md")
+    md.write_text(markdown(doc, prefix.name, plots) + "\n", encoding="utf-8")
     written = []
     if plots:
         written += write_plots(doc, prefix)
-    md = path.with_suffix(".md")
-    md.write_text(markdown(doc, prefix.name, plots) + "\n", encoding="utf-8")
     return [md, *written]
 
 

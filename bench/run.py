@@ -52,13 +52,15 @@ import contextlib
 import json
 import math
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import tomllib
-from collections.abc import Sequence
+import traceback
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -126,7 +128,8 @@ RESULTS_FORMAT = """\
    "parameters": {"workload", "load_workload", "sizes", "duration_s", "rate" | null,
                   "concurrency" | null, "batch", "mix" | null,
                   "network": {"kind": "loopback" | "delaying TCP proxy (bench.wan)",
-                              "latency_ms", "jitter_ms", "loss", "seed"}},
+                              "latency_ms", "jitter_ms", "loss", "seed"},
+                  "base_port", "sync_writes", "profiled"},
    "versions": {package: version, ..., "git_commit", "uncommitted_changes"},
    "runs": [{                       one per cluster size, in order
      "nodes": N, "ok": bool, "error": str | null,
@@ -134,15 +137,22 @@ RESULTS_FORMAT = """\
      "latency_ms": {"p50", "p90", "p99", "max"},
      "by_kind": {kind: {"sent", "committed", "failed", "per_s", "latency_ms": {...},
                         "failures": {reason: count}, "cdf_ms": [ms at CDF_POINTS],
-                        "per_second": [items committed in each second of the timed phase]}},
-     "target": {kind: {"per_s", "p99_ms", "met"}},
+                        "per_second": [items committed in each second from the first send
+                                       to the last answer],
+                        "target": {"per_s", "p99_ms", "met"}}},
+     "target": {kind: {"per_s", "p99_ms", "met"}},  (the issues' targets, for a fixed
+                              offered load "met" can only be as high as that load)
+     "load_details": {kind: {"failures", "max_lag_ms", "wall_s"}},
      "measured_window_s", "consistent", "one_chain", "nodes_exited": [i],
      "per_node": {"node<i>": {"cpu_pct": {"mean", "max"}, "main_thread_cpu_pct": {...},
                "rss_mb": {"mean", "max"}, "height", "app_hash", "view", "mempool_max",
                "exited_early", "exit_reason", "metrics": {...}, "metrics_delta": {...}}},
      "load_generator": {"cpu_pct", "rss_mb"}, "wan_proxy": {...} | null,
      "timeline": [{"t": s, "height": [per node], "mempool": [...], "view": [...]}]}]}}
-(100 % CPU is one core; CDF_POINTS = 0..99, 99.5, 99.9, 100 percent.)"""
+A size that failed has only "nodes", "ok": false, "error", "per_s": null, "latency_ms",
+"by_kind": {}, "target": {}, "nodes_exited", "timeline". For "mixed", "per_s", "sent" and
+"latency_ms" at the top of a run add up every kind (transactions and queries); compare kinds
+in "by_kind". (100 % CPU is one core; CDF_POINTS = 0..99, 99.5, 99.9, 100 percent.)"""
 
 
 @dataclass(frozen=True)
@@ -285,6 +295,7 @@ class WanProxy:
         )
         self.lines: list[str] = []
         ready = threading.Event()
+        ended = threading.Event()
 
         def read() -> None:
             assert self.proc.stdout is not None
@@ -292,12 +303,20 @@ class WanProxy:
                 self.lines.append(line.rstrip("\n"))
                 if line.startswith("bench.wan: ready"):
                     ready.set()
-            ready.set()
+            ended.set()
 
         self._reader = threading.Thread(target=read, daemon=True)
         self._reader.start()
-        if not ready.wait(30) or self.proc.poll() is not None:
-            raise ClusterError(f"the WAN proxy did not start: {log_tail(log)}")
+        try:
+            deadline = time.monotonic() + 30
+            while not ready.is_set():
+                if ended.is_set() or time.monotonic() > deadline:
+                    raise ClusterError(f"the WAN proxy did not start: {log_tail(log)}")
+                ready.wait(0.1)
+        except BaseException:
+            stop_processes([self.proc], grace=2.0)
+            self.log.close()
+            raise
 
     def stats(self) -> dict[str, Any] | None:
         """The proxy's JSON stats line (after it stopped), if it printed one."""
@@ -314,6 +333,17 @@ class WanProxy:
 # --- one cluster size ---------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def signals_ignored() -> Iterator[None]:
+    """SIGINT and SIGTERM ignored (while stopping processes: the stop is bounded)."""
+    old = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
 class Progress:
     """A one-line progress bar on stderr (redrawn in place on a terminal, else every 10 s)."""
 
@@ -322,6 +352,7 @@ class Progress:
         self.duration = duration
         self.tty = sys.stderr.isatty()
         self._last_line = 0.0
+        self._open = False
 
     def show(self, elapsed: float | None, heights: Sequence[int | None]) -> None:
         now = time.monotonic()
@@ -340,14 +371,16 @@ class Progress:
             )
         if self.tty:
             sys.stderr.write("\r\x1b[K" + text[:200])
+            self._open = True
         else:
             sys.stderr.write(text + "\n")
         sys.stderr.flush()
 
     def done(self) -> None:
-        if self.tty:
+        if self._open:
             sys.stderr.write("\n")
             sys.stderr.flush()
+            self._open = False
 
 
 def scrape(nodes: Sequence[NodeProc]) -> list[dict[str, float]]:
@@ -375,30 +408,35 @@ def metrics_delta(before: dict[str, float], after: dict[str, float]) -> dict[str
     }
 
 
+def nearest_rank(ordered: Sequence[float], q: float) -> float:
+    """The q-th percentile (0..100) of sorted samples by nearest rank (q = 0: the minimum)."""
+    rank = math.ceil(round(q * len(ordered) / 100, 9))  # (round: 7/100*100 is 7.000000000000001)
+    return ordered[min(len(ordered) - 1, max(0, rank - 1))]
+
+
 def per_kind(
-    samples: dict[str, Any], report_doc: dict[str, Any], duration: float
+    samples: dict[str, Any],
+    report_doc: dict[str, Any],
+    details: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Per kind of item: the load generator's figures, a latency CDF and items per second."""
+    """Per kind of item: the load generator's figures and failures by reason, a latency CDF,
+    and items committed in each second from the first send (to the last answer)."""
     reports = report_doc.get("by_kind") or {report_doc.get("workload", "?"): report_doc}
     out = {}
     for kind, rep in reports.items():
         s = samples.get(kind) or {}
         lat = sorted(s.get("latency_ms") or [])
-        cdf = (
-            [lat[min(len(lat) - 1, max(0, math.ceil(q / 100 * len(lat)) - 1))] for q in CDF_POINTS]
-            if lat
-            else []
-        )
-        seconds = max(1, math.ceil(duration))
-        per_second = [0] * seconds
-        for d in s.get("done_s") or []:
-            k = int(d)
-            if 0 <= k < seconds:
-                per_second[k] += 1
-        want_per_s, want_p99 = TARGETS[kind]
+        cdf = [nearest_rank(lat, q) for q in CDF_POINTS] if lat else []
+        done = s.get("done_s") or []
+        per_second = [0] * max(1, math.ceil(max(done, default=0.0)))
+        for d in done:
+            if d >= 0:
+                per_second[min(int(d), len(per_second) - 1)] += 1
+        want_per_s, want_p99 = TARGETS.get(kind, (None, math.inf))
         p99 = (rep.get("latency_ms") or {}).get("p99")
         out[kind] = {
             **{k: rep.get(k) for k in ("sent", "committed", "failed", "per_s", "latency_ms")},
+            "failures": ((details or {}).get(kind) or {}).get("failures", {}),
             "cdf_ms": cdf,
             "per_second": per_second,
             "target": {
@@ -422,9 +460,6 @@ def run_size(p: Params, n: int, workdir: Path) -> dict[str, Any]:
     testnet = workdir / f"n{n}" / "testnet"
     create_testnet(testnet, n, base_port=p.base_port)
     proxy: WanProxy | None = None
-    if p.network.emulated:
-        links = route_through_proxy(testnet, n, p.base_port)
-        proxy = WanProxy(links, p.network, testnet / "wan.log")
     nodes: list[NodeProc] = []
     load: LoadRun | None = None
     samples_path = testnet / "samples.json"
@@ -432,6 +467,9 @@ def run_size(p: Params, n: int, workdir: Path) -> dict[str, Any]:
     progress = Progress(label, p.duration)
     final: list[Any] = []
     try:
+        if p.network.emulated:
+            links = route_through_proxy(testnet, n, p.base_port)
+            proxy = WanProxy(links, p.network, testnet / "wan.log")
         for i in range(n):
             nodes.append(start_node(i, testnet / f"node{i}", p.base_port, profile=p.profile))
         print(f"{label}: {n} nodes starting in {testnet}", file=sys.stderr, flush=True)
@@ -457,7 +495,6 @@ def run_size(p: Params, n: int, workdir: Path) -> dict[str, Any]:
                     [st["height"] if st else None for st in last],
                 )
                 time.sleep(0.5)
-            progress.done()
             report_doc = load.wait(30)
         start = load.start if load.start is not None else 0.0
         end = load.end if load.end is not None else time.monotonic()
@@ -474,12 +511,11 @@ def run_size(p: Params, n: int, workdir: Path) -> dict[str, Any]:
             )
     finally:
         progress.done()
-        stop = [x.proc for x in nodes] + ([load.proc] if load is not None else [])
-        stop_processes(stop)
-        if load is not None:
-            load.close()
-        if proxy is not None:
-            stop_processes([proxy.proc])
+        with signals_ignored():  # a second Ctrl-C must not cut the cleanup short
+            stop = [x.proc for x in nodes] + ([load.proc] if load is not None else [])
+            stop_processes(stop + ([proxy.proc] if proxy is not None else []))
+            if load is not None:
+                load.close()
     wan_stats = proxy.stats() if proxy is not None else None
     try:
         samples = json.loads(samples_path.read_text(encoding="utf-8"))
@@ -502,7 +538,7 @@ def run_size(p: Params, n: int, workdir: Path) -> dict[str, Any]:
             "metrics": metrics_summary(raw),
             "metrics_delta": metrics_delta(raw0, raw),
         }
-    kinds = per_kind(samples, report_doc, p.duration)
+    kinds = per_kind(samples, report_doc, load.details if load is not None else {})
     return {
         "nodes": n,
         "ok": bool(consistent or same_chain) and not died,
@@ -639,6 +675,14 @@ def params_from(args: argparse.Namespace, ap: argparse.ArgumentParser) -> Params
         ap.error(f"--duration: at most {MAX_QUERY_DURATION_S:g} s for queries at a --rate")
     if not 1 <= args.batch <= 5000:
         ap.error("--batch must be 1..5000")
+    if args.subjects < 1:
+        ap.error("--subjects must be at least 1")
+    if load_workload in ("query2", "mixed") and min(sizes) < 2:
+        ap.error("query2 and mixed need at least 2 nodes (records held by another agency)")
+    if load_workload != "commit" and args.subjects < max(sizes):
+        ap.error(f"--subjects must be at least the largest size ({max(sizes)})")
+    if (args.latency_ms or args.jitter_ms or args.loss) and min(sizes) < 2:
+        ap.error("WAN emulation needs at least 2 nodes (it delays node-to-node links)")
     if not (0 <= args.latency_ms <= 10_000 and 0 <= args.jitter_ms <= args.latency_ms):
         ap.error("--latency-ms must be 0..10000 and --jitter-ms 0..latency")
     if not 0 <= args.loss < 1:
@@ -688,6 +732,7 @@ def main(argv: list[str] | None = None) -> int:
     keep = args.keep or args.profile
     runs: list[dict[str, Any]] = []
     figures = {"parameters": p.describe(), "versions": versions(), "runs": runs}
+    path = args.out_dir / f"{name}.json"
     try:
         with signals_as_interrupt():
             for n in p.sizes:
@@ -696,17 +741,27 @@ def main(argv: list[str] | None = None) -> int:
                 except (ClusterError, TestnetError, LoadError) as exc:
                     print(f"bench.run: n={n}: {exc}", file=sys.stderr)
                     run = failed_run(n, str(exc))
+                except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+                    # an unforeseen failure of one size: record it, keep the logs, go on
+                    detail = "".join(traceback.format_exception(exc)).strip()
+                    print(f"bench.run: n={n}: unexpected error\n{detail}", file=sys.stderr)
+                    run = failed_run(n, f"{type(exc).__name__}: {exc}")
                 runs.append(run)
                 for line in summary_lines(run) if run["error"] is None else [run["error"]]:
                     print(f"  n={n}: {line}", flush=True)
+                write_result(name, figures, path)  # after every size: a crash keeps the rest
     except KeyboardInterrupt:
-        print("bench.run: interrupted; every process stopped", file=sys.stderr)
+        print("bench.run: interrupted; the processes it started are stopped", file=sys.stderr)
         keep = True
         return 130
     finally:
         if runs:
-            path = write_result(name, figures, args.out_dir / f"{name}.json")
-            written = [path, *report.write_reports(path, plots=not args.no_plots)]
+            written = [write_result(name, figures, path)]
+            try:
+                plots = not args.no_plots and any(r["error"] is None for r in runs)
+                written += report.write_reports(path, plots=plots)
+            except (OSError, ValueError, KeyError, ImportError) as exc:
+                print(f"bench.run: the Markdown/plots failed: {exc}", file=sys.stderr)
             print("bench.run: wrote " + ", ".join(str(w) for w in written))
         ok = bool(runs) and all(r["ok"] for r in runs)
         keep = keep or not ok

@@ -52,6 +52,8 @@ from bench.query_load import (
 )
 
 KINDS = ("commit", "query1", "query2")
+FAILURE_BACKOFF_S = 0.1
+"""Closed loop: a worker whose request failed waits this long before its next one."""
 DEFAULT_MIX = {"commit": 0.80, "query1": 0.15, "query2": 0.05}
 """Shares of the mixed workload's offered load (commit in tx/s, queries in queries/s)."""
 
@@ -83,6 +85,10 @@ class Stream(Protocol):
     kind: str
     tally: Tally
 
+    @property
+    def request_items(self) -> int:
+        """Items one request carries (a commit batch's size; 1 for a query)."""
+
     def request(self, k: int) -> Any | None:
         """Request ``k`` (None past the last one of a pre-signed stream)."""
 
@@ -103,6 +109,10 @@ class CommitStream:
     presigned: list[Batch] | None = None
     kind: str = "commit"
     tally: Tally = field(default_factory=Tally)
+
+    @property
+    def request_items(self) -> int:
+        return self.batch
 
     def presign(self, total: int) -> None:
         self.presigned = commit_batches(self.targets, total, self.batch, self.seed)
@@ -129,6 +139,10 @@ class QueryStream:
     presigned: list[SignedQuery] | None = None
     tally: Tally = field(default_factory=Tally)
     _nonce_base: int = field(default_factory=nonce_base)
+
+    @property
+    def request_items(self) -> int:
+        return 1
 
     def presign(self, total: int) -> None:
         self.presigned = sign_queries(self.plan, self.chain_id, total)
@@ -213,8 +227,9 @@ async def closed_loop(
     announce: bool = False,
 ) -> float:
     """``concurrency`` workers, each sending one request at a time until ``duration`` has
-    passed; the stream of each next request follows the weights. Returns the start time."""
-    weights = [w for _, w in streams]
+    passed; the stream of each next request follows the weights (shares of items: a stream's
+    weight is divided by the items one of its requests carries). Returns the start time."""
+    weights = [w / max(1, s.request_items) for s, w in streams]
     cycle = weighted_order(weights, 1000)
     picks = 0
     counters = [0] * len(streams)
@@ -231,7 +246,10 @@ async def closed_loop(
             req = stream.request(k)
             if req is None:
                 return
+            failed = stream.tally.failed
             await stream.send(pool, req, k, timeout)
+            if stream.tally.failed > failed:
+                await trio.sleep(FAILURE_BACKOFF_S)  # refused (429/503): don't hammer the node
 
     try:
         if announce:
@@ -253,7 +271,7 @@ async def closed_loop(
 def combined_report(workload: str, streams: Sequence[Stream]) -> dict[str, Any]:
     """The load generator's JSON object. One stream: its tally's report. Several (``mixed``):
     totals over all items, latency over all items, and each kind's own report in ``by_kind``."""
-    if len(streams) == 1:
+    if len(streams) == 1 and workload != "mixed":
         return streams[0].tally.report(workload)
     merged = Tally()
     for s in streams:
@@ -278,8 +296,7 @@ def combined_report(workload: str, streams: Sequence[Stream]) -> dict[str, Any]:
 
 
 def combined_details(streams: Sequence[Stream]) -> dict[str, Any]:
-    if len(streams) == 1:
-        return streams[0].tally.details()
+    """Failures by reason, schedule lag and wall time, per kind of item."""
     return {s.kind: s.tally.details() for s in streams}
 
 

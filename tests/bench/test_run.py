@@ -23,6 +23,7 @@ from bench.load import commit_batches
 from bench.run import (
     PROXY_PORT_OFFSET,
     Network,
+    nearest_rank,
     params_from,
     parse_sizes,
     parser,
@@ -80,6 +81,9 @@ def test_runner_arguments() -> None:
         ["--loss", "1"],
         ["--mix", "commit=1"],  # only for mixed
         ["--workload", "query1", "--duration", "300"],
+        ["--workload", "query1", "--subjects", "0"],
+        ["--workload", "query2", "--nodes", "1"],
+        ["--nodes", "1", "--latency-ms", "5"],
     ):
         with pytest.raises(SystemExit) as exc:
             params_from(ap.parse_args(bad), ap)
@@ -190,7 +194,7 @@ def fake_run(n: int) -> dict[str, Any]:
         "ok": True,
         "error": None,
         "per_s": 1.5,
-        "by_kind": per_kind(samples, rep, 2.0),
+        "by_kind": per_kind(samples, rep, {"commit": {"failures": {"timeout": 1}}}),
         "consistent": True,
         "per_node": {f"node{i}": node for i in range(n)},
         "timeline": [{"t": float(t), "height": [t] * n} for t in range(3)],
@@ -202,6 +206,26 @@ def test_per_kind_cdf_and_per_second_counts() -> None:
     assert k["per_second"] == [1, 2]
     assert k["cdf_ms"][0] == 10.0 and k["cdf_ms"][50] == 20.0 and k["cdf_ms"][-1] == 30.0
     assert k["target"]["met"] is False  # 1.5 tx/s is far from 3,000
+    assert k["failures"] == {"timeout": 1}
+
+
+def test_nearest_rank_has_no_float_off_by_one() -> None:
+    ordered = [float(i) for i in range(1, 101)]
+    assert [nearest_rank(ordered, q) for q in (0, 7, 50, 99, 99.5, 100)] == [
+        1.0,
+        7.0,
+        50.0,
+        99.0,
+        100.0,
+        100.0,
+    ]
+
+
+async def test_mixed_with_one_kind_left_still_reports_by_kind() -> None:
+    stream = CommitStream([target(1)], 5)
+    rep = combined_report("mixed", [stream])
+    assert set(rep["by_kind"]) == {"commit"}
+    assert per_kind({}, rep)["commit"]["per_second"] == [0]
 
 
 def test_reports_markdown_plots_and_readme_table(tmp_path: Path) -> None:
@@ -239,6 +263,7 @@ def test_reports_markdown_plots_and_readme_table(tmp_path: Path) -> None:
         assert w.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = written[0].read_text()
     assert "Test CPU" in md and "20 ms one-way" in md and "| 7 | tx | 2/s |" in md
+    assert "--concurrency 8 --batch 100 --latency-ms 20" in md
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{report.BEGIN}\nold\n{report.END}\nafter\n")
     report.update_readme(readme, [path])
