@@ -41,8 +41,6 @@ import math
 import os
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -58,6 +56,7 @@ from bench.load import (
     load_targets,
     timed_post,
 )
+from node import client
 from node.config import ConfigError, load_config
 from node.samples import national_ids, sample_records
 from protocol.codec import encode
@@ -123,23 +122,12 @@ class QueryPlan:
     mode: int
 
 
-def call(
-    url: str, body: bytes | None = None, *, token: str | None = None, ctype: str = "json"
-) -> Any:
-    """POST (or GET) and return the decoded JSON answer; SetupError for anything but 2xx."""
-    req = urllib.request.Request(url, data=body, method="GET" if body is None else "POST")
-    if body is not None:
-        req.add_header(
-            "Content-Type", "application/json" if ctype == "json" else "application/x-ndjson"
-        )
-    if token is not None:
-        req.add_header("Authorization", f"Bearer {token}")
+def call(url: str, body: Any = None, *, token: str | None = None) -> Any:
+    """GET, or POST ``body`` as JSON (:func:`node.client.call`); SetupError for anything but
+    2xx."""
     try:
-        with urllib.request.urlopen(req, timeout=SETUP_TIMEOUT_S) as resp:
-            return json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        raise SetupError(f"{url}: HTTP {exc.code}: {exc.read()[:300]!r}") from None
-    except (OSError, ValueError) as exc:
+        return client.call(url, body, token=token, timeout=SETUP_TIMEOUT_S)
+    except client.ClientError as exc:
         raise SetupError(f"{url}: {exc}") from None
 
 
@@ -244,7 +232,10 @@ def setup(
     def load_records(i: int) -> dict[str, Any]:
         a = by_index[i]
         body = ("\n".join(lines[i]) + "\n").encode()
-        doc = call(a.target.url + "/v1/records", body, token=a.token, ctype="ndjson")
+        try:
+            doc = client.post_records(a.target.url, a.token, body, timeout=SETUP_TIMEOUT_S)
+        except client.ClientError as exc:
+            raise SetupError(f"node{i}: records: {exc}") from None
         if not isinstance(doc, dict) or doc.get("refused"):
             raise SetupError(f"node{i} refused records: {str(doc.get('errors'))[:300]}")
         return doc
@@ -261,13 +252,13 @@ def setup(
         k, who = flat[n]
         a = by_index[targets[k].index]
         body = {"client": who.public_key.hex(), "deposit": deposit, "name": f"bench-{n}"}
-        return call(a.target.url + "/v1/clients", json.dumps(body).encode(), token=a.token)
+        return call(a.target.url + "/v1/clients", body, token=a.token)
 
     def register_subject(n: int) -> Any:
         a = agencies[n % len(agencies)]
         s = subjects[n]
         body = {"pseudonym": s.pseudonym.hex(), "subject": s.identity.public_key.hex()}
-        return call(a.target.url + "/v1/subjects", json.dumps(body).encode(), token=a.token)
+        return call(a.target.url + "/v1/subjects", body, token=a.token)
 
     parallel(
         [partial(register_lender, n) for n in range(len(flat))]
@@ -288,10 +279,7 @@ def setup(
 
     def post_grants(k: int) -> Any:
         a = agencies[k]
-        doc = call(
-            a.target.url + "/v1/txs?wait=commit",
-            json.dumps({"txs": chunks[k]}).encode(),
-        )
+        doc = call(a.target.url + "/v1/txs?wait=commit", {"txs": chunks[k]})
         results = doc.get("results") if isinstance(doc, dict) else None
         bad = [r for r in results or [] if r.get("status") != "committed" or not r.get("ok")]
         if not isinstance(results, list) or bad:

@@ -90,6 +90,7 @@ from bench.cluster import (
 )
 from bench.load import MAX_QUERY_DURATION_S, LoadError, percentiles_ms
 from bench.results_io import RESULTS_DIR, write_result
+from bench.wan import WanParams
 from bench.workloads import DEFAULT_MIX, parse_mix
 from node.testnet import TestnetError, create_testnet
 
@@ -156,29 +157,6 @@ in "by_kind". (100 % CPU is one core; CDF_POINTS = 0..99, 99.5, 99.9, 100 percen
 
 
 @dataclass(frozen=True)
-class Network:
-    """How the nodes reach each other: loopback, or through the delaying proxy."""
-
-    latency_ms: float = 0.0
-    jitter_ms: float = 0.0
-    loss: float = 0.0
-    seed: int = 1
-
-    @property
-    def emulated(self) -> bool:
-        return self.latency_ms > 0 or self.jitter_ms > 0 or self.loss > 0
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "kind": "delaying TCP proxy (bench.wan)" if self.emulated else "loopback",
-            "latency_ms": self.latency_ms,
-            "jitter_ms": self.jitter_ms,
-            "loss": self.loss,
-            "seed": self.seed if self.emulated else None,
-        }
-
-
-@dataclass(frozen=True)
 class Params:
     workload: str
     sizes: tuple[int, ...]
@@ -187,7 +165,7 @@ class Params:
     concurrency: int | None
     batch: int
     mix: dict[str, float] | None
-    network: Network
+    network: WanParams
     base_port: int
     subjects: int = 50
     profile: bool = False
@@ -270,7 +248,7 @@ def route_through_proxy(testnet: Path, nodes: int, base_port: int) -> list[tuple
 class WanProxy:
     """``python -m bench.wan`` for the cluster's links, as a separate process."""
 
-    def __init__(self, links: Sequence[tuple[int, int]], net: Network, log: Path) -> None:
+    def __init__(self, links: Sequence[tuple[int, int]], net: WanParams, log: Path) -> None:
         cmd = [sys.executable, "-m", "bench.wan"]
         for listen, port in links:
             cmd += ["--link", f"{listen}=127.0.0.1:{port}"]
@@ -697,7 +675,7 @@ def params_from(args: argparse.Namespace, ap: argparse.ArgumentParser) -> Params
             rate = DEFAULT_RATES[args.workload]
     if load_workload == "mixed" and mix is None:
         mix = dict(DEFAULT_MIX)
-    net = Network(args.latency_ms, args.jitter_ms, args.loss, args.wan_seed)
+    net = WanParams(args.latency_ms, args.jitter_ms, args.loss, args.wan_seed)
     return Params(
         args.workload,
         sizes,

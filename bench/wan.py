@@ -104,6 +104,21 @@ class WanParams:
         if not 0 <= self.loss < 1:
             raise ValueError(f"loss must be in [0, 1), not {self.loss!r}")
 
+    @property
+    def emulated(self) -> bool:
+        """Whether anything is delayed (else the links need no proxy)."""
+        return self.latency_ms > 0 or self.jitter_ms > 0 or self.loss > 0
+
+    def describe(self) -> dict[str, Any]:
+        """The network as a benchmark's results name it."""
+        return {
+            "kind": "delaying TCP proxy (bench.wan)" if self.emulated else "loopback",
+            "latency_ms": self.latency_ms,
+            "jitter_ms": self.jitter_ms,
+            "loss": self.loss,
+            "seed": self.seed if self.emulated else None,
+        }
+
 
 @dataclass(frozen=True)
 class Link:

@@ -22,7 +22,6 @@ from bench import report
 from bench.load import commit_batches
 from bench.run import (
     PROXY_PORT_OFFSET,
-    Network,
     nearest_rank,
     params_from,
     parse_sizes,
@@ -30,6 +29,7 @@ from bench.run import (
     per_kind,
     route_through_proxy,
 )
+from bench.wan import WanParams
 from bench.workloads import (
     CommitStream,
     closed_loop,
@@ -114,8 +114,8 @@ def test_route_through_proxy_rewrites_each_peer_to_its_own_link(tmp_path: Path) 
         want = sorted(base + PROXY_PORT_OFFSET + i * 4 + j for j in range(4) if j != i)
         assert ports == want
     assert {target_port for _, target_port in links} == {base + 10 * j for j in range(4)}
-    assert Network().describe()["kind"] == "loopback"
-    assert Network(latency_ms=20).describe()["kind"].startswith("delaying TCP proxy")
+    assert WanParams().describe()["kind"] == "loopback"
+    assert WanParams(latency_ms=20).describe()["kind"].startswith("delaying TCP proxy")
 
 
 # --- drivers against fake servers ---------------------------------------------------------------
@@ -243,7 +243,7 @@ def test_reports_markdown_plots_and_readme_table(tmp_path: Path) -> None:
                 "concurrency": 8,
                 "batch": 100,
                 "mix": None,
-                "network": Network(latency_ms=20).describe(),
+                "network": WanParams(latency_ms=20).describe(),
             },
             "versions": {"creditnet": "0.1.0"},
             "runs": [fake_run(4), fake_run(7)],
