@@ -66,6 +66,8 @@ class Executor:
         self._height_event = trio.Event()
         self._recent: OrderedDict[bytes, tuple[int, int, TxOutcome]] = OrderedDict()
         self._last_commit: float | None = None
+        self._recorded = 0
+        """Outcomes put in ``_recent`` so far (it keeps the last RECENT_OUTCOMES)."""
         self.failed: BaseException | None = None
 
     @property
@@ -98,7 +100,9 @@ class Executor:
     def _execute(self, work: CommittedWork) -> tuple[bytes, BlockOutcome]:
         block = work.block
         started = time.thread_time()
-        outcome = execute_block(self.genesis, StoredState(self.store), block)
+        outcome = execute_block(
+            self.genesis, StoredState(self.store), block, decoded=self.mempool.decoded
+        )
         executed = time.thread_time()
         self.metrics.worker_cpu.labels("execute").inc(executed - started)
         app_hash = self.store.commit_block(
@@ -132,6 +136,7 @@ class Executor:
         self.mempool.committed(hashes)
         for i, o in enumerate(outcome.outcomes):
             self._recent[o.tx_hash] = (block.height, i, o)
+        self._recorded += len(outcome.outcomes)
         while len(self._recent) > RECENT_OUTCOMES:
             self._recent.popitem(last=False)
         self._height_event.set()
@@ -152,9 +157,16 @@ class Executor:
         ones still missing.
         """
         missing = [h for h in tx_hashes if not self.is_committed(h)]
+        since = self._recorded
         while missing:
             await self._height_event.wait()
-            missing = [h for h in missing if not self.is_committed(h)]
+            if self._recorded - since < RECENT_OUTCOMES:
+                # Whatever committed since the first check is still among the recent outcomes:
+                # no store lookup for each missing hash at every block.
+                missing = [h for h in missing if h not in self._recent]
+            else:
+                missing = [h for h in missing if not self.is_committed(h)]
+                since = self._recorded
 
     async def wait_height(self, height: int) -> None:
         """Return once block ``height`` is stored."""

@@ -7,8 +7,9 @@ bounds on count and bytes -- beyond them a clear ``mempool_full`` refusal (the A
 with Retry-After). The replica orders what was admitted; the mempool forgets a transaction when
 its block is executed, recording the time from admission to commit.
 
-The mempool also remembers which hashes it verified, so checking a proposed block costs a hash
-lookup per transaction instead of a signature verification.
+The mempool also remembers which hashes it verified, with the decoded transaction, so checking a
+proposed block costs a hash lookup per transaction instead of a signature verification, and
+executing it needs no second decode.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import trio
 from node.metrics import NodeMetrics
 from protocol.contract.admission import TxRejected, check_tx
 from protocol.crypto import h256
+from protocol.transactions import Transaction
 
 VERIFY_CHUNK = 256
 """Transactions verified per worker-thread call."""
@@ -72,7 +74,7 @@ class Mempool:
         self._is_committed = is_committed
         self._entries: OrderedDict[bytes, _Entry] = OrderedDict()
         self._bytes = 0
-        self._verified: OrderedDict[bytes, None] = OrderedDict()
+        self._verified: OrderedDict[bytes, Transaction] = OrderedDict()
         self._limiter = verify_limiter or trio.CapacityLimiter(2)
         metrics.mempool_capacity.set(max_txs)
 
@@ -109,12 +111,16 @@ class Mempool:
         # verified twice.
         unchecked = [i for i in todo if hashes[i] not in self._verified]
         verdict_of: dict[int, tuple[str, str] | None] = dict.fromkeys(todo)
+        decoded: dict[int, Transaction] = {}
         for start in range(0, len(unchecked), VERIFY_CHUNK):
             part = unchecked[start : start + VERIFY_CHUNK]
             found = await trio.to_thread.run_sync(
                 self._check_many, [txs[i] for i in part], limiter=self._limiter
             )
-            verdict_of.update(zip(part, found, strict=True))
+            for i, (verdict, tx) in zip(part, found, strict=True):
+                verdict_of[i] = verdict
+                if tx is not None:
+                    decoded[i] = tx
         now = time.monotonic()
         for i in todo:
             verdict = verdict_of[i]
@@ -131,7 +137,9 @@ class Mempool:
                 continue
             self._entries[h] = _Entry(txs[i], now, local, now)
             self._bytes += len(txs[i])
-            self._remember_verified(h)
+            tx = decoded.get(i)
+            if tx is not None:
+                self._remember_verified(h, tx)
             out[i] = Admission(h, "accepted")
         self._update_gauges()
         return [a for a in out if a is not None]
@@ -146,22 +154,23 @@ class Mempool:
             "its limit; retry later",
         )
 
-    def _check_many(self, txs: list[bytes]) -> list[tuple[str, str] | None]:
-        """Worker thread: stateless checks of each transaction."""
+    def _check_many(
+        self, txs: list[bytes]
+    ) -> list[tuple[tuple[str, str] | None, Transaction | None]]:
+        """Worker thread: stateless checks of each transaction; (refusal, decoded) for each."""
         started = time.thread_time()
-        verdicts: list[tuple[str, str] | None] = []
+        verdicts: list[tuple[tuple[str, str] | None, Transaction | None]] = []
         for tx in txs:
             try:
-                check_tx(self.chain_id, tx)
-                verdicts.append(None)
+                verdicts.append((None, check_tx(self.chain_id, tx)))
             except TxRejected as exc:
-                verdicts.append((exc.code, exc.detail))
+                verdicts.append(((exc.code, exc.detail), None))
         self.metrics.verified.inc(len(txs))
         self.metrics.worker_cpu.labels("verify").inc(time.thread_time() - started)
         return verdicts
 
-    def _remember_verified(self, h: bytes) -> None:
-        self._verified[h] = None
+    def _remember_verified(self, h: bytes, tx: Transaction) -> None:
+        self._verified[h] = tx
         while len(self._verified) > 4 * self.max_txs:
             self._verified.popitem(last=False)
 
@@ -172,11 +181,16 @@ class Mempool:
             return True
         self.metrics.verified.inc()
         try:
-            check_tx(self.chain_id, tx)
+            decoded = check_tx(self.chain_id, tx)
         except TxRejected:
             return False
-        self._remember_verified(h)
+        self._remember_verified(h, decoded)
         return True
+
+    def decoded(self, tx_hash: bytes) -> Transaction | None:
+        """The checked transaction of this hash, decoded, if still remembered (the executor
+        reads it from its worker thread: one dict lookup, atomic under the GIL)."""
+        return self._verified.get(tx_hash)
 
     def committed(self, tx_hashes: Iterable[bytes]) -> None:
         """Forget transactions that a block just committed; record their commit latency."""

@@ -12,9 +12,13 @@ measured behaviour):
   cumulatively and resent after a reconnect (:mod:`protocol.wire`). :meth:`PeerNetwork.send`
   never blocks: a peer that falls far behind loses its oldest unacknowledged frames (counted) and
   the replica's own retransmission and catch-up repair the rest.
-- **Transactions** spread by gossipsub v1.1 in batches (:class:`~protocol.wire.TxBatch`), tuned as
-  the notes say: spam protection off (we rate-limit per peer ourselves), 1 s heartbeat, seqno
-  counter from ``time_ns``. Gossip is best effort; the mempool re-gossips what stays pending.
+- **Transactions** admitted here go to every validator in batches (:class:`~protocol.wire.TxBatch`,
+  gathered for ``TX_SPREAD_INTERVAL_S``) on the same acknowledged streams, like CometBFT's mempool
+  reactor: every validator is a direct peer, and gossipsub's forwarding made each batch arrive up
+  to three times at about 1.5 ms of CPU per copy. Still best effort (a peer far behind loses
+  frames); the mempool re-sends what stays pending.
+- **Gossipsub v1.1** carries the mode-2 lookups, tuned as the notes say: spam protection off (we
+  rate-limit per peer ourselves), 1 s heartbeat, seqno counter from ``time_ns``.
 - **Mode-2 lookups** are gossiped on their own topic; the replies go back on the consensus stream
   to the asker (direct, acknowledged, no stream set-up per reply) and are told from consensus
   messages by their codec tag.
@@ -70,17 +74,24 @@ from protocol.wire import (
 
 log = logging.getLogger("creditnet.p2p")
 
+# py-libp2p's Yamux (read at call time) by default answers every read with a WINDOW_UPDATE frame:
+# one more encrypted frame and syscall for each message received. Go-yamux's behaviour -- credit
+# released once half the window is consumed -- halves the frames at no cost in throughput (the
+# window stays far above our frame limit). An operator's own setting wins.
+os.environ.setdefault("PY_YAMUX_RELEASE_ON_READ", "0")
+
 CONSENSUS_PROTOCOL = TProtocol("/creditnet/consensus/1.0.0")
 MAX_UNACKED_FRAMES = 10_000
 MAX_UNACKED_BYTES = 32 << 20
 WRITE_CHUNK_BYTES = 256 * 1024
 BAD_LOG_INTERVAL_S = 10.0
 READ_CHUNK = 1 << 16
-GOSSIP_INTERVAL_S = 0.05
-"""Transactions are gathered this long into one gossip message: gossipsub costs about 1.5 ms of
-CPU per message per node, whatever its size."""
+ACK_DELAY_S = 0.02
+TX_SPREAD_INTERVAL_S = 0.02
+"""Transactions admitted here are gathered this long into one TxBatch per peer."""
 
 
+_TX_BATCH_TAG = bytes([next(t for t, n in TAG_TABLE.items() if n == "TxBatch")])
 _LOOKUP_REPLY_TAG = bytes([next(t for t, n in TAG_TABLE.items() if n == "LookupReply")])
 """A LookupReply's codec tag: the second byte of its encoding (``[tag, ...]``), which is how
 replies arriving on a consensus stream are told from consensus messages."""
@@ -90,10 +101,6 @@ def lookup_topic(chain_id: str) -> str:
     return f"/creditnet/{chain_id}/lookups/1"
 
 
-def tx_topic(chain_id: str) -> str:
-    return f"/creditnet/{chain_id}/txs/1"
-
-
 @dataclass(frozen=True)
 class PeerAddress:
     """A validator to dial: its index, libp2p ID and dial address."""
@@ -101,6 +108,33 @@ class PeerAddress:
     index: int
     peer: ID
     addr: multiaddr.Multiaddr
+
+
+class _AckWriter:
+    """Acknowledgements of one inbound consensus stream, sent at most every ACK_DELAY_S.
+
+    Acks only let the sender drop frames it keeps for resending after a reconnect, so delaying
+    them costs no latency; acking every read instead doubled the frames (each one encrypted and
+    sent on its own).
+    """
+
+    def __init__(self, stream: INetStream) -> None:
+        self._stream = stream
+        self._latest: tuple[int, int] | None = None
+        self._wake = trio.Event()
+
+    def ack(self, upto: tuple[int, int]) -> None:
+        self._latest = upto
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            await self._wake.wait()
+            await trio.sleep(ACK_DELAY_S)
+            self._wake = trio.Event()
+            latest, self._latest = self._latest, None
+            if latest is not None:
+                await self._stream.write(frame(encode(StreamAck(*latest), check=False)))
 
 
 @dataclass
@@ -215,7 +249,7 @@ class PeerNetwork:
         self._part_bytes = max(1024, max_frame_bytes - FRAME_OVERHEAD)
         self._buckets: dict[int, TokenBucket] = {}
         self._bad_logged: dict[tuple[str, str], float] = {}
-        self._gossip_out: list[bytes] = []
+        self._gossip_out: deque[bytes] = deque()
         self._gossip_bytes = 0
         self._gossip_wake = trio.Event()
         self._nursery: trio.Nursery | None = None
@@ -353,13 +387,10 @@ class PeerNetwork:
             ):
                 self.listen_addrs = [str(a) for a in host.get_addrs()]
                 host.set_stream_handler(CONSENSUS_PROTOCOL, self._guarded_inbound)
-                pubsub.set_topic_validator(tx_topic(self.chain_id), self._validate_gossip, False)
-                sub = await pubsub.subscribe(tx_topic(self.chain_id))
-                nursery.start_soon(self._drain_gossip, sub)
                 topic = lookup_topic(self.chain_id)
                 pubsub.set_topic_validator(topic, self._validate_gossip, False)
                 nursery.start_soon(self._drain_lookups, await pubsub.subscribe(topic))
-                nursery.start_soon(self._publish_gossip)
+                nursery.start_soon(self._spread_txs)
                 for index in self._out:
                     nursery.start_soon(self._outbound_loop, index)
                 task_status.started()
@@ -477,6 +508,17 @@ class PeerNetwork:
             await _reset_quietly(stream)
             return
         bucket = self._buckets.setdefault(index, TokenBucket(self._rate))
+        acks = _AckWriter(stream)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(acks.run)
+            try:
+                await self._read_frames(stream, index, remote, bucket, acks)
+            finally:
+                nursery.cancel_scope.cancel()
+
+    async def _read_frames(
+        self, stream: INetStream, index: int, remote: ID, bucket: TokenBucket, acks: _AckWriter
+    ) -> None:
         buf = FrameBuffer(self.max_frame_bytes)
         while True:
             data = await stream.read(READ_CHUNK)
@@ -511,6 +553,15 @@ class PeerNetwork:
                 if not bucket.take():
                     self.bad(remote.to_base58(), "rate_limited", "over max_msgs_per_peer_per_s")
                     continue
+                if payload[1:2] == _TX_BATCH_TAG:
+                    try:
+                        batch = decode(payload, TxBatch, max_bytes=self.max_frame_bytes)
+                    except CodecError as exc:
+                        self.bad(remote.to_base58(), "malformed", f"tx batch: {exc}")
+                        continue
+                    self.metrics.p2p_messages.labels("in", "tx_batch").inc()
+                    self._on_txs(index, batch.txs)
+                    continue
                 if payload[1:2] == _LOOKUP_REPLY_TAG and self._on_lookup_reply is not None:
                     self.metrics.p2p_messages.labels("in", "lookup_reply").inc()
                     self._on_lookup_reply(index, payload)
@@ -518,7 +569,7 @@ class PeerNetwork:
                 self.metrics.p2p_messages.labels("in", "consensus").inc()
                 self._on_message(index, payload)
             if last is not None:
-                await stream.write(frame(encode(StreamAck(*last), check=False)))
+                acks.ack(last)
 
     def _reassemble(self, index: int, remote: ID, fr: StreamFrame) -> bytes | None:
         """The whole message once its final part is in; None meanwhile.
@@ -572,26 +623,6 @@ class PeerNetwork:
             self.bad("?", "malformed", f"gossip validator: {exc!r}")
             return False
 
-    async def _drain_gossip(self, sub: Any) -> None:
-        """Move gossip messages into the mempool's queue at once (the library keeps only 32)."""
-        me = self._host_or_fail().get_id()
-        while True:
-            msg = await sub.get()
-            try:
-                origin = ID(bytes(msg.from_id))
-                if origin == me:
-                    continue
-                index = self.index_of(origin)
-                if index is None:
-                    continue
-                batch = decode(bytes(msg.data), TxBatch, max_bytes=self.max_frame_bytes)
-                self.metrics.p2p_messages.labels("in", "tx_batch").inc()
-                self._on_txs(index, batch.txs)
-            except CodecError as exc:
-                self.bad(str(msg.from_id.hex()[:16]), "malformed", f"tx batch: {exc}")
-            except Exception as exc:
-                log.warning("gossip message handling failed: %r", exc)
-
     # --- mode-2 lookups ----------------------------------------------------------------------
 
     def publish_lookup(self, data: bytes) -> None:
@@ -627,15 +658,14 @@ class PeerNetwork:
         self.log_sent(data)
         self.send(to, data, "lookup_reply", logged=True)
 
-    async def _publish_gossip(self) -> None:
-        """Publish queued transactions as TxBatch messages, at most one every GOSSIP_INTERVAL_S."""
-        pubsub = self._pubsub
-        assert pubsub is not None
+    async def _spread_txs(self) -> None:
+        """Send queued transactions to every validator as TxBatch messages on the acknowledged
+        streams, gathering them for at most TX_SPREAD_INTERVAL_S."""
         while True:
             if not self._gossip_out:
                 self._gossip_wake = trio.Event()
                 await self._gossip_wake.wait()
-            await trio.sleep(GOSSIP_INTERVAL_S)
+            await trio.sleep(TX_SPREAD_INTERVAL_S)
             while self._gossip_out:
                 batch: list[bytes] = []
                 size = 0
@@ -643,13 +673,10 @@ class PeerNetwork:
                     tx = self._gossip_out[0]
                     if batch and size + len(tx) > TX_BATCH_MAX_BYTES:
                         break
-                    batch.append(self._gossip_out.pop(0))
+                    batch.append(self._gossip_out.popleft())
                     size += len(tx)
                 self._gossip_bytes -= size
                 try:
-                    data = encode(TxBatch(tuple(batch)))
-                    self.log_sent(data)
-                    await pubsub.publish(tx_topic(self.chain_id), data)
-                    self.metrics.p2p_messages.labels("out", "tx_batch").inc()
+                    self.broadcast(encode(TxBatch(tuple(batch))), "tx_batch")
                 except Exception as exc:
-                    log.warning("gossip publish failed: %r", exc)
+                    log.warning("transaction batch not sent: %r", exc)

@@ -232,10 +232,10 @@ def _converter(tp: Any, where: str) -> tuple[_Conv, _Conv]:
         if not allows_none:
             return dec_u, enc_u
 
-        def dec_opt(v: Any, path: str, depth: int, check: bool = True) -> Any:
+        def dec_opt(v: Any, path: str | None, depth: int, check: bool = True) -> Any:
             return None if v is None else dec_u(v, path, depth)
 
-        def enc_opt(v: Any, path: str, depth: int, check: bool = True) -> Any:
+        def enc_opt(v: Any, path: str | None, depth: int, check: bool = True) -> Any:
             return None if v is None else enc_u(v, path, depth, check)
 
         return dec_opt, enc_opt
@@ -249,18 +249,22 @@ def _converter(tp: Any, where: str) -> tuple[_Conv, _Conv]:
             raise TypeError(f"{where}: tuple fields need MaxItems")
         item_dec, item_enc = _converter(targs[0], where)
 
-        def dec_tuple(v: Any, path: str, depth: int, check: bool = True) -> Any:
+        def dec_tuple(v: Any, path: str | None, depth: int, check: bool = True) -> Any:
             if not isinstance(v, list):
                 raise CodecError(f"{path}: expected an array, got {_kind(v)}")
             if len(v) > limit:
                 raise CodecError(f"{path}: {len(v)} items exceed the limit of {limit}")
+            if path is None:
+                return tuple([item_dec(x, None, depth + 1) for x in v])
             return tuple(item_dec(x, f"{path}[{i}]", depth + 1) for i, x in enumerate(v))
 
-        def enc_tuple(v: Any, path: str, depth: int, check: bool = True) -> Any:
+        def enc_tuple(v: Any, path: str | None, depth: int, check: bool = True) -> Any:
             if not isinstance(v, tuple | list):
                 raise CodecError(f"{path}: expected a tuple, got {_kind(v)}")
             if len(v) > limit:
                 raise CodecError(f"{path}: {len(v)} items exceed the limit of {limit}")
+            if path is None:
+                return [item_enc(x, None, depth + 1, check) for x in v]
             return [item_enc(x, f"{path}[{i}]", depth + 1, check) for i, x in enumerate(v)]
 
         return dec_tuple, enc_tuple
@@ -271,7 +275,7 @@ def _converter(tp: Any, where: str) -> tuple[_Conv, _Conv]:
     if isinstance(tp, type) and issubclass(tp, enum.IntEnum):
         enum_t = tp
 
-        def dec_enum(v: Any, path: str, depth: int, check: bool = True) -> Any:
+        def dec_enum(v: Any, path: str | None, depth: int, check: bool = True) -> Any:
             if type(v) is not int:
                 raise CodecError(f"{path}: expected an integer enum, got {_kind(v)}")
             try:
@@ -279,7 +283,7 @@ def _converter(tp: Any, where: str) -> tuple[_Conv, _Conv]:
             except ValueError:
                 raise CodecError(f"{path}: {v} is not a valid {enum_t.__name__}") from None
 
-        def enc_enum(v: Any, path: str, depth: int, check: bool = True) -> Any:
+        def enc_enum(v: Any, path: str | None, depth: int, check: bool = True) -> Any:
             if not isinstance(v, enum_t):
                 raise CodecError(f"{path}: expected {enum_t.__name__}, got {_kind(v)}")
             return int(v)
@@ -288,7 +292,7 @@ def _converter(tp: Any, where: str) -> tuple[_Conv, _Conv]:
 
     if tp is bool:
 
-        def conv_bool(v: Any, path: str, depth: int, check: bool = True) -> Any:
+        def conv_bool(v: Any, path: str | None, depth: int, check: bool = True) -> Any:
             if type(v) is not bool:
                 raise CodecError(f"{path}: expected a bool, got {_kind(v)}")
             return v
@@ -299,7 +303,7 @@ def _converter(tp: Any, where: str) -> tuple[_Conv, _Conv]:
         rng = next((m for m in meta if isinstance(m, Range)), Range(0, UINT64_MAX))
         lo, hi = rng.lo, rng.hi
 
-        def conv_int(v: Any, path: str, depth: int, check: bool = True) -> Any:
+        def conv_int(v: Any, path: str | None, depth: int, check: bool = True) -> Any:
             if type(v) is not int:
                 raise CodecError(f"{path}: expected an integer, got {_kind(v)}")
             if not lo <= v <= hi:
@@ -312,7 +316,7 @@ def _converter(tp: Any, where: str) -> tuple[_Conv, _Conv]:
         size = next((m.n for m in meta if isinstance(m, Size)), None)
         maxlen = next((m.n for m in meta if isinstance(m, MaxLen)), MAX_BIN_LEN)
 
-        def conv_bytes(v: Any, path: str, depth: int, check: bool = True) -> Any:
+        def conv_bytes(v: Any, path: str | None, depth: int, check: bool = True) -> Any:
             if type(v) is not bytes:
                 raise CodecError(f"{path}: expected bytes, got {_kind(v)}")
             if size is not None and len(v) != size:
@@ -326,7 +330,7 @@ def _converter(tp: Any, where: str) -> tuple[_Conv, _Conv]:
     if tp is str:
         maxlen = next((m.n for m in meta if isinstance(m, MaxLen)), 256)
 
-        def conv_str(v: Any, path: str, depth: int, check: bool = True) -> Any:
+        def conv_str(v: Any, path: str | None, depth: int, check: bool = True) -> Any:
             if type(v) is not str:
                 raise CodecError(f"{path}: expected a string, got {_kind(v)}")
             if len(v) > maxlen:
@@ -342,13 +346,13 @@ def _message_converter(allowed: tuple[type[Message], ...]) -> tuple[_Conv, _Conv
     allowed_tags = {c.TAG if hasattr(c, "TAG") else _TAG_BY_NAME[c.__name__] for c in allowed}
     names = " or ".join(c.__name__ for c in allowed)
 
-    def dec_msg(v: Any, path: str, depth: int, check: bool = True) -> Any:
+    def dec_msg(v: Any, path: str | None, depth: int, check: bool = True) -> Any:
         obj = _decode_value(v, path, depth + 1)
         if obj.TAG not in allowed_tags:
             raise CodecError(f"{path}: expected {names}, got {type(obj).__name__}")
         return obj
 
-    def enc_msg(v: Any, path: str, depth: int, check: bool = True) -> Any:
+    def enc_msg(v: Any, path: str | None, depth: int, check: bool = True) -> Any:
         if not isinstance(v, allowed):
             raise CodecError(f"{path}: expected {names}, got {_kind(v)}")
         return _encode_value(v, path, depth + 1, check)
@@ -362,14 +366,17 @@ def _kind(v: Any) -> str:
     return type(v).__name__
 
 
-def _encode_value(obj: Message, path: str, depth: int, check: bool = True) -> list[Any]:
+def _encode_value(obj: Message, path: str | None, depth: int, check: bool = True) -> list[Any]:
     if depth > MAX_DEPTH:
         raise CodecError(f"{path}: nesting deeper than {MAX_DEPTH}")
     if _PENDING:
         _compile_pending()
     out: list[Any] = [obj.TAG]
-    for name, _dec, enc in obj._FIELDS:
-        out.append(enc(getattr(obj, name), f"{path}.{name}", depth, check))
+    if path is None:
+        out += [enc(getattr(obj, name), None, depth, check) for name, _dec, enc in obj._FIELDS]
+    else:
+        for name, _dec, enc in obj._FIELDS:
+            out.append(enc(getattr(obj, name), f"{path}.{name}", depth, check))
     if check:
         _run_check(obj)
     return out
@@ -384,7 +391,7 @@ def _run_check(obj: Message) -> None:
         raise InvalidMessage(f"{type(obj).__name__}: {exc}") from exc
 
 
-def _decode_value(v: Any, path: str, depth: int) -> Message:
+def _decode_value(v: Any, path: str | None, depth: int) -> Message:
     if depth > MAX_DEPTH:
         raise CodecError(f"{path}: nesting deeper than {MAX_DEPTH}")
     if not isinstance(v, list) or not v:
@@ -398,10 +405,14 @@ def _decode_value(v: Any, path: str, depth: int) -> Message:
     fields = cls._FIELDS
     if len(v) != len(fields) + 1:
         raise CodecError(f"{path}: {cls.__name__} has {len(fields)} fields, got {len(v) - 1}")
-    kwargs = {}
-    for (name, dec, _enc), raw in zip(fields, v[1:], strict=True):
-        kwargs[name] = dec(raw, f"{path}.{name}" if path else f"{cls.__name__}.{name}", depth)
-    obj = cls(**kwargs)
+    if path is None:
+        values = [dec(raw, None, depth) for (_n, dec, _e), raw in zip(fields, v[1:], strict=True)]
+        obj = cls(*values)
+    else:
+        kwargs = {}
+        for (name, dec, _enc), raw in zip(fields, v[1:], strict=True):
+            kwargs[name] = dec(raw, f"{path}.{name}" if path else f"{cls.__name__}.{name}", depth)
+        obj = cls(**kwargs)
     _run_check(obj)
     return obj
 
@@ -414,10 +425,18 @@ def encode(obj: Message, *, check: bool = True) -> bytes:
     """
     if not isinstance(obj, Message):
         raise CodecError(f"cannot encode {_kind(obj)}: not a registered message")
-    data: bytes = msgpack.packb(
-        _encode_value(obj, type(obj).__name__, 0, check), use_bin_type=True, datetime=False
-    )
+    data: bytes = msgpack.packb(_encode_tree(obj, check), use_bin_type=True, datetime=False)
     return data
+
+
+def _encode_tree(obj: Message, check: bool) -> list[Any]:
+    """The msgpack tree of ``obj``. The first pass builds no field paths (they cost more than
+    the conversion itself); only a failure is repeated with them, for its message."""
+    try:
+        return _encode_value(obj, None, 0, check)
+    except CodecError:
+        _encode_value(obj, type(obj).__name__, 0, check)
+        raise
 
 
 def decode(
@@ -453,7 +472,11 @@ def decode(
     except (ValueError, msgpack.UnpackException, TypeError, RecursionError) as exc:
         raise CodecError(f"malformed msgpack: {exc}") from None
     name = expected.__name__ if expected is not None else ""
-    obj = _decode_value(raw, name, 0)
+    try:
+        obj = _decode_value(raw, None, 0)  # no field paths on the way (see _encode_tree)
+    except CodecError:
+        _decode_value(raw, name, 0)  # the same failure again, its message naming the field
+        raise
     if expected is not None and not isinstance(obj, expected):
         raise CodecError(f"expected {expected.__name__}, got {type(obj).__name__}")
     # The decoded tree re-packs to the input only if the input used msgpack's shortest forms;
@@ -483,7 +506,7 @@ def signing_payload(obj: Message, omit: tuple[str, ...] = ("signature",)) -> byt
     for name in omit:
         if name not in names:
             raise CodecError(f"{type(obj).__name__} has no field {name!r}")
-    full = _encode_value(obj, type(obj).__name__, 0, False)
+    full = _encode_tree(obj, False)
     for i in sorted((names.index(n) for n in omit), reverse=True):
         del full[1 + i]
     data: bytes = msgpack.packb(full, use_bin_type=True, datetime=False)
