@@ -48,7 +48,7 @@ from protocol.transactions import CommitmentEntry, RecordCommitment, Transaction
 CHAIN = "creditnet-bench"
 
 
-def _tx_check(data: bytes) -> bool:
+def _tx_check(data: bytes, _hash: bytes) -> bool:
     try:
         return decode_tx(data).verify(CHAIN)
     except CodecError:
@@ -58,7 +58,9 @@ def _tx_check(data: bytes) -> bool:
 class Cluster:
     """n replicas wired by a FIFO queue; the driver executes blocks with a hash-chain app."""
 
-    def __init__(self, n: int, *, batch: int, tx_check: Callable[[bytes], bool] | None) -> None:
+    def __init__(
+        self, n: int, *, batch: int, tx_check: Callable[[bytes, bytes], bool] | None
+    ) -> None:
         ids = [Identity(bytes([i + 1]) * 32) for i in range(n)]
         keys = tuple(i.public_key for i in ids)
         self.replicas = [
@@ -136,7 +138,7 @@ def make_txs(count: int) -> list[bytes]:
 
 
 def measure_txs(
-    n: int, txs: list[bytes], tx_check: Callable[[bytes], bool] | None, seconds: float
+    n: int, txs: list[bytes], tx_check: Callable[[bytes, bytes], bool] | None, seconds: float
 ) -> float:
     cluster = Cluster(n, batch=500, tx_check=tx_check)
     for i in range(n):

@@ -50,6 +50,8 @@ BLOCK_BYTES_CAP = MAX_PAYLOAD_BYTES - 64 * 1024
 from genesis and this constant only, so every validator applies the same limit)."""
 REGOSSIP_AFTER_S = 2.0
 REGOSSIP_MAX_PER_S = 500
+PEER_ADMIT_MAX = 4096
+"""Transactions from peers admitted in one go at most."""
 
 
 @dataclass(frozen=True)
@@ -236,24 +238,31 @@ class Node:
     def _on_executed(self, height: int, app_hash: bytes) -> None:
         self.driver.on_executed(height, app_hash)
 
-    async def submit(self, txs: Sequence[bytes]) -> list[Admission]:
-        """Admit a client's transactions: check, keep, order, and gossip them to peers."""
-        results = await self.mempool.admit(txs, local=True)
-        fresh = tuple(tx for tx, r in zip(txs, results, strict=True) if r.status == "accepted")
-        if fresh:
-            self.driver.submit(fresh)
+    async def submit(
+        self, txs: Sequence[bytes], built: Sequence[Transaction] | None = None
+    ) -> list[Admission]:
+        """Admit a client's transactions (or, with ``built``, our own): check, keep, order, and
+        send them to peers."""
+        results = await self.mempool.admit(txs, local=True, built=built)
+        accepted = [(tx, r.tx_hash) for tx, r in zip(txs, results, strict=True) if r.ok_new]
+        if accepted:
+            fresh = tuple(tx for tx, _ in accepted)
+            self.driver.submit(fresh, tuple(h for _, h in accepted))
             self.network.gossip_txs(fresh)
         return results
 
     async def commit_own(self, bodies: Sequence[TxBody]) -> list[OwnTx]:
         """Sign ``bodies`` as this agency, submit them and wait until the admitted ones are
-        committed; for each, its admission and (if committed) its ledger result."""
+        committed; for each, its admission and (if committed) its ledger result.
+
+        The mempool does not verify these again: a caller passing a body that carries someone
+        else's signature (a query entry's request) has verified it (``check_request``)."""
         nonce = time.time_ns()
-        txs = [
-            encode(Transaction.sign(self.identity, self.genesis.chain_id, body, nonce + i))
+        built = [
+            Transaction.sign(self.identity, self.genesis.chain_id, body, nonce + i)
             for i, body in enumerate(bodies)
         ]
-        admissions = await self.submit(txs)
+        admissions = await self.submit([encode(tx) for tx in built], built)
         await self.executor.wait_committed([a.tx_hash for a in admissions if a.ok])
         return [
             OwnTx(a, views.tx_result(self.store_state, a.tx_hash) if a.ok else None)
@@ -261,14 +270,19 @@ class Node:
         ]
 
     async def _admit_peer_txs(self) -> None:
+        """Admit the transactions peers send, batch after batch (see _on_peer_txs)."""
         while True:
             while not self._peer_txs:
                 self._peer_txs_wake = trio.Event()
                 await self._peer_txs_wake.wait()
+            # Every batch waiting is admitted at once (up to PEER_ADMIT_MAX): one worker-thread
+            # hop for several peers' batches instead of one each.
             txs = self._peer_txs.pop(0)
+            while self._peer_txs and len(txs) + len(self._peer_txs[0]) <= PEER_ADMIT_MAX:
+                txs += self._peer_txs.pop(0)
             results = await self.mempool.admit(txs, local=False)
-            fresh = tuple(tx for tx, r in zip(txs, results, strict=True) if r.status == "accepted")
-            self.driver.submit(fresh)
+            accepted = [(tx, r.tx_hash) for tx, r in zip(txs, results, strict=True) if r.ok_new]
+            self.driver.submit(tuple(t for t, _ in accepted), tuple(h for _, h in accepted))
 
     async def _regossip(self) -> None:
         """Gossip loses messages under load: spread again what stays pending here."""

@@ -114,9 +114,9 @@ class Driver:
     def on_peer_message(self, sender: int, data: bytes) -> None:
         self.post(Receive(0, sender, data))
 
-    def submit(self, txs: tuple[bytes, ...]) -> None:
+    def submit(self, txs: tuple[bytes, ...], hashes: tuple[bytes, ...] = ()) -> None:
         if txs:
-            self.post(Submit(0, txs))
+            self.post(Submit(0, txs, hashes))
 
     def on_executed(self, height: int, app_hash: bytes) -> None:
         self.post(Executed(0, height, app_hash))
@@ -249,7 +249,7 @@ def _stamp(ev: Event, t: int) -> Event:
     if isinstance(ev, Receive):
         return Receive(t, ev.sender, ev.data)
     if isinstance(ev, Submit):
-        return Submit(t, ev.txs)
+        return Submit(t, ev.txs, ev.hashes)
     if isinstance(ev, Executed):
         return Executed(t, ev.height, ev.app_hash)
     if isinstance(ev, TimerFired):

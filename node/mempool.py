@@ -45,6 +45,11 @@ class Admission:
     def ok(self) -> bool:
         return self.status != "refused"
 
+    @property
+    def ok_new(self) -> bool:
+        """Accepted just now (not already pending or committed)."""
+        return self.status == "accepted"
+
 
 @dataclass
 class _Entry:
@@ -91,8 +96,19 @@ class Mempool:
     def is_full(self) -> bool:
         return len(self._entries) >= self.max_txs or self._bytes >= self.max_bytes
 
-    async def admit(self, txs: Sequence[bytes], *, local: bool) -> list[Admission]:
-        """Check and keep ``txs``; one :class:`Admission` per input, in order."""
+    async def admit(
+        self,
+        txs: Sequence[bytes],
+        *,
+        local: bool,
+        built: Sequence[Transaction] | None = None,
+    ) -> list[Admission]:
+        """Check and keep ``txs``; one :class:`Admission` per input, in order.
+
+        ``built``: the transactions themselves, when this node built and signed them (an
+        agency's own query entries and commitments, whose caller verified any signature a body
+        carries): their signatures are not verified a second time here.
+        """
         hashes = [h256(tx) for tx in txs]
         out: list[Admission | None] = [None] * len(txs)
         todo: list[int] = []
@@ -109,9 +125,11 @@ class Mempool:
                 room -= 1
         # A transaction already checked (in a proposal that arrived before the gossip) is not
         # verified twice.
-        unchecked = [i for i in todo if hashes[i] not in self._verified]
         verdict_of: dict[int, tuple[str, str] | None] = dict.fromkeys(todo)
         decoded: dict[int, Transaction] = {}
+        if built is not None:
+            decoded = {i: built[i] for i in todo}
+        unchecked = [i for i in todo if hashes[i] not in self._verified and i not in decoded]
         for start in range(0, len(unchecked), VERIFY_CHUNK):
             part = unchecked[start : start + VERIFY_CHUNK]
             found = await trio.to_thread.run_sync(
@@ -174,9 +192,9 @@ class Mempool:
         while len(self._verified) > 4 * self.max_txs:
             self._verified.popitem(last=False)
 
-    def tx_check(self, tx: bytes) -> bool:
-        """The replica's check of a proposed transaction: known-good, or verified now."""
-        h = h256(tx)
+    def tx_check(self, tx: bytes, h: bytes) -> bool:
+        """The replica's check of a proposed transaction ``tx`` of hash ``h``: known-good, or
+        verified now."""
         if h in self._verified:
             return True
         self.metrics.verified.inc()

@@ -77,10 +77,16 @@ class BlockHeader(Message):
         return h256(encode(self, check=False))
 
 
-@message("Block")
+@message("Block", slots=False)
 class Block(Message):
     header: BlockHeader
     txs: Annotated[tuple[TxBytes, ...], MaxItems(MAX_BLOCK_TXS)]
+
+    @functools.cached_property
+    def tx_hashes(self) -> tuple[bytes, ...]:
+        """Each transaction's hash (:func:`protocol.crypto.h256` of its bytes), computed once:
+        judging, ordering, committing and executing a block all need them."""
+        return tuple(h256(tx) for tx in self.txs)
 
     def check(self) -> None:
         if merkle_root(self.txs) != self.header.tx_root:

@@ -272,6 +272,16 @@ class Transaction(Message):
             self.signature,
         )
 
+    def verify_encoded(self, chain_id: str, raw: bytes) -> bool:
+        """:meth:`verify` for a transaction decoded from ``raw`` (which decoding proved canonical),
+        without encoding it again: the signed payload is ``raw`` with a four-item array header
+        and without the trailing signature (``0xc4 0x40`` + 64 bytes)."""
+        if raw[:1] != b"\x95" or raw[-66:-64] != b"\xc4\x40" or raw[-64:] != self.signature:
+            return self.verify(chain_id)
+        return verify(
+            self.signer, TX_DOMAINS[type(self.body)], chain_id, b"\x94" + raw[1:-66], self.signature
+        )
+
     @property
     def kind(self) -> str:
         return type(self.body).__name__

@@ -39,6 +39,8 @@ class Submit:
 
     now_ms: int
     txs: tuple[bytes, ...]
+    hashes: tuple[bytes, ...] = ()
+    """Their hashes, when the caller already has them (the mempool does); else computed."""
 
 
 class TimerKind(enum.Enum):

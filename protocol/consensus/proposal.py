@@ -10,7 +10,6 @@ from collections.abc import Callable, Mapping
 
 from protocol.consensus.config import ReplicaConfig
 from protocol.consensus.messages import PrePrepare
-from protocol.crypto import h256
 
 OK = "ok"
 WAIT = "wait"
@@ -24,7 +23,7 @@ def judge_block(
     executed_height: int,
     app_hashes: Mapping[int, bytes],
     now_ms: int,
-    tx_check: Callable[[bytes], bool] | None,
+    tx_check: Callable[[bytes, bytes], bool] | None,
 ) -> str:
     """``prev`` is (hash, time) of the block below; ``app_hashes`` the executed states."""
     b, hd = pp.block, pp.block.header
@@ -49,8 +48,9 @@ def judge_block(
         return f"{len(b.txs)} transactions exceed {cfg.max_batch_txs}"
     if sum(len(t) for t in b.txs) > cfg.max_block_bytes:
         return "block exceeds max_block_bytes"
-    if len({h256(t) for t in b.txs}) != len(b.txs):
+    hashes = b.tx_hashes
+    if len(set(hashes)) != len(hashes):
         return "a transaction appears twice in the block"
-    if tx_check is not None and not all(tx_check(t) for t in b.txs):
+    if tx_check is not None and not all(map(tx_check, b.txs, hashes)):
         return "block holds an invalid transaction"
     return OK

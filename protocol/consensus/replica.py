@@ -106,7 +106,7 @@ class Replica:
         config: ReplicaConfig,
         identity: Identity,
         restored: RestoredState | None = None,
-        tx_check: Callable[[bytes], bool] | None = None,
+        tx_check: Callable[[bytes, bytes], bool] | None = None,
     ) -> None:
         if identity.public_key != config.validators[config.index]:
             raise ValueError("identity does not match validators[index]")
@@ -185,7 +185,7 @@ class Replica:
         if isinstance(event, Receive):
             self._on_receive(event.sender, event.data)
         elif isinstance(event, Submit):
-            self._on_submit(event.txs)
+            self._on_submit(event.txs, event.hashes)
         elif isinstance(event, TimerFired):
             self._on_timer(event.timer)
         elif isinstance(event, Executed):
@@ -222,9 +222,10 @@ class Replica:
 
     # --- inputs ------------------------------------------------------------------------------
 
-    def _on_submit(self, txs: tuple[bytes, ...]) -> None:
-        for tx in txs:
-            h = h256(tx)
+    def _on_submit(self, txs: tuple[bytes, ...], hashes: tuple[bytes, ...]) -> None:
+        if len(hashes) != len(txs):
+            hashes = tuple(h256(tx) for tx in txs)
+        for tx, h in zip(txs, hashes, strict=True):
             if h in self._pending or h in self._recent_committed:
                 continue
             if len(self._pending) >= self.cfg.max_pending_txs:
@@ -383,8 +384,8 @@ class Replica:
         slot.sent_ms = self._now
         slot.block_bytes = encode(pp.block, check=False)
         self._hashes[pp.seq] = (pp.digest, pp.block.header.time_ms)
-        for tx in pp.block.txs:
-            self._queue.pop(h256(tx), None)
+        for h in pp.block.tx_hashes:
+            self._queue.pop(h, None)
         if pp.replica != self.me:
             if not self._may_sign(b"p", pp.view, pp.seq, pp.digest):
                 return
@@ -527,8 +528,7 @@ class Replica:
         self._committed_hashes[seq] = block.hash
         self._commit_at[seq] = self._now
         self._hashes[seq] = (block.hash, block.header.time_ms)
-        for tx in block.txs:
-            h = h256(tx)
+        for h in block.tx_hashes:
             self._pending.pop(h, None)
             self._queue.pop(h, None)
             self._recent_committed[h] = None

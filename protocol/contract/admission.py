@@ -41,7 +41,7 @@ def check_tx(chain_id: str, tx_bytes: bytes) -> Transaction:
         raise TxRejected(codes.INVALID, f"the transaction body is not valid: {exc}") from exc
     except CodecError as exc:
         raise TxRejected(codes.MALFORMED, f"the transaction does not decode: {exc}") from exc
-    if not tx.verify(chain_id):
+    if not tx.verify_encoded(chain_id, tx_bytes):
         raise TxRejected(
             codes.BAD_SIGNATURE,
             f"the signature is not {tx.signer.hex()[:16]}'s over this {tx.kind} in chain "

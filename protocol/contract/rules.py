@@ -91,7 +91,6 @@ from protocol.transactions import (
     TxBody,
     ValidatorSetChange,
     decode_tx,
-    tx_hash,
 )
 
 REQUEST_WINDOW_MS = 10 * 60 * 1000
@@ -130,8 +129,7 @@ def execute_block(
     overlay = Overlay(state)
     agencies = frozenset(genesis.validator_keys)
     outcomes = []
-    for index, raw in enumerate(block.txs):
-        h = tx_hash(raw)
+    for index, (raw, h) in enumerate(zip(block.txs, block.tx_hashes, strict=True)):
         if overlay.get(res_key(h)) is not None:
             outcomes.append(
                 TxOutcome(

@@ -73,8 +73,8 @@ async def test_commit_forgets_txs_and_records_latency() -> None:
     assert len(m) == 1 and h256(txs[3]) in m
     assert m.metrics.commit_latency._sum.get() >= 0  # observed without error
     # Known-good transactions pass the replica's check without a new verification.
-    assert m.tx_check(txs[0])
-    assert not m.tx_check(b"garbage")
+    assert m.tx_check(txs[0], h256(txs[0]))
+    assert not m.tx_check(b"garbage", h256(b"garbage"))
 
 
 async def test_stale_local_txs_are_offered_for_regossip_once_per_interval() -> None:

@@ -120,3 +120,23 @@ def test_a_body_that_fails_its_self_check_is_refused_as_invalid() -> None:
     rejected = _rejected(encode(tx, check=False))
     assert rejected.code == codes.INVALID
     assert "Deposit.amount" in rejected.detail
+
+
+def test_the_signed_payload_cut_from_the_encoded_bytes_is_the_one_encoding_builds() -> None:
+    """check_tx verifies over the received bytes minus the signature (no re-encoding): for every
+    kind of body that cut must be exactly ``signing_payload``; a tampered byte still fails."""
+    from protocol.codec import signing_payload  # noqa: PLC0415
+
+    bodies = [
+        Deposit(A.public_key, 5),
+        RecordCommitment((CommitmentEntry(bytes(32), bytes([1]) * 32),)),
+        query_entry(request()),
+    ]
+    for n, body in enumerate(bodies):
+        tx = Transaction.sign(A, CHAIN, body, 1 << (8 * n))
+        raw = encode(tx)
+        assert b"\x94" + raw[1:-66] == signing_payload(tx)
+        assert tx.verify_encoded(CHAIN, raw)
+        assert not tx.verify_encoded("another-chain", raw)
+        forged = dataclasses.replace(tx, nonce=tx.nonce + 1)
+        assert not forged.verify_encoded(CHAIN, encode(forged))
