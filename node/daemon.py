@@ -205,6 +205,7 @@ class Node:
             self.executor,
             metrics,
             sync_chunk_bytes=min(cfg.consensus.sync_chunk_bytes, cfg.p2p.max_frame_bytes // 2),
+            precheck=self.mempool.precheck,
         )
         self._peer_txs: list[tuple[bytes, ...]] = []
         self._peer_txs_wake = trio.Event()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Awaitable, Callable, Sequence
 
 import trio
 
@@ -28,7 +29,7 @@ from node.network import PeerNetwork
 from node.storage import BlockStore
 from node.tasks import TaskStatus
 from protocol.block import Block, CommitCertificate
-from protocol.codec import decode, encode
+from protocol.codec import TAG_TABLE, CodecError, decode, encode
 from protocol.consensus.events import (
     Broadcast,
     CancelTimer,
@@ -48,8 +49,8 @@ from protocol.consensus.events import (
     TimerKind,
     ViewEntered,
 )
-from protocol.consensus.journal import PROOF_PREFIX, VOTE_PREFIX
-from protocol.consensus.messages import BlockResponse, CommittedBlock
+from protocol.consensus.journal import MAX_CONSENSUS_MESSAGE_BYTES, PROOF_PREFIX, VOTE_PREFIX
+from protocol.consensus.messages import BlockResponse, CommittedBlock, PrePrepare
 from protocol.consensus.replica import Replica
 
 log = logging.getLogger("creditnet.consensus")
@@ -60,6 +61,8 @@ INBOX_MAX_BYTES = 256 << 20
 view changes; a flood of them must not exhaust memory)."""
 MAX_EVENTS_PER_ROUND = 512
 SUSPICION_LOG_INTERVAL_S = 10.0
+_PREPREPARE_TAG = bytes([next(t for t, n in TAG_TABLE.items() if n == "PrePrepare")])
+"""Second byte of an encoded PrePrepare (a msgpack fixarray, then its tag)."""
 
 
 def now_ms() -> int:
@@ -78,6 +81,7 @@ class Driver:
         metrics: NodeMetrics,
         *,
         sync_chunk_bytes: int,
+        precheck: Callable[[Sequence[bytes], Sequence[bytes]], Awaitable[None]] | None = None,
     ) -> None:
         self.replica = replica
         self.store = store
@@ -85,6 +89,7 @@ class Driver:
         self.executor = executor
         self.metrics = metrics
         self.sync_chunk_bytes = sync_chunk_bytes
+        self._precheck = precheck
         self._send, self._recv = trio.open_memory_channel[Event](INBOX_SIZE)
         self._timers: dict[TimerKind, int] = {}
         self._pending_deletes: list[bytes] = []
@@ -139,6 +144,7 @@ class Driver:
                 except trio.WouldBlock:
                     break
                 events.append(item)
+            await self._precheck_proposals(events)
             outputs: list[Output] = []
             t = now_ms()
             for kind, at in list(self._timers.items()):
@@ -150,6 +156,25 @@ class Driver:
                     self._queued_bytes -= len(ev.data)
                 outputs += self._handle(_stamp(ev, now_ms()))
             await self._carry_out(outputs)
+
+    async def _precheck_proposals(self, events: list[Event]) -> None:
+        """Verify the transactions of the primary's pre-prepares that this node has not checked
+        yet, in a worker thread, before the replica judges them: its per-transaction check then
+        finds them known instead of verifying signatures on the node's main thread (other
+        validators send their transactions to the primary first and to us later)."""
+        if self._precheck is None:
+            return
+        for ev in events:
+            if (
+                isinstance(ev, Receive)
+                and ev.data[1:2] == _PREPREPARE_TAG
+                and ev.sender == self.replica.primary
+            ):
+                try:
+                    pp = decode(ev.data, PrePrepare, max_bytes=MAX_CONSENSUS_MESSAGE_BYTES)
+                except CodecError:
+                    continue  # the replica judges (and counts) it
+                await self._precheck(pp.block.txs, pp.block.tx_hashes)
 
     def _handle(self, event: Event) -> list[Output]:
         try:

@@ -80,6 +80,7 @@ class Mempool:
         self._entries: OrderedDict[bytes, _Entry] = OrderedDict()
         self._bytes = 0
         self._verified: OrderedDict[bytes, Transaction] = OrderedDict()
+        self._inflight: dict[bytes, trio.Event] = {}
         self._limiter = verify_limiter or trio.CapacityLimiter(2)
         metrics.mempool_capacity.set(max_txs)
 
@@ -130,15 +131,11 @@ class Mempool:
         if built is not None:
             decoded = {i: built[i] for i in todo}
         unchecked = [i for i in todo if hashes[i] not in self._verified and i not in decoded]
-        for start in range(0, len(unchecked), VERIFY_CHUNK):
-            part = unchecked[start : start + VERIFY_CHUNK]
-            found = await trio.to_thread.run_sync(
-                self._check_many, [txs[i] for i in part], limiter=self._limiter
-            )
-            for i, (verdict, tx) in zip(part, found, strict=True):
-                verdict_of[i] = verdict
-                if tx is not None:
-                    decoded[i] = tx
+        found = await self._check([(txs[i], hashes[i]) for i in unchecked])
+        for i, (verdict, tx) in zip(unchecked, found, strict=True):
+            verdict_of[i] = verdict
+            if tx is not None:
+                decoded[i] = tx
         now = time.monotonic()
         for i in todo:
             verdict = verdict_of[i]
@@ -186,6 +183,58 @@ class Mempool:
         self.metrics.verified.inc(len(txs))
         self.metrics.worker_cpu.labels("verify").inc(time.thread_time() - started)
         return verdicts
+
+    async def precheck(self, txs: Sequence[bytes], hashes: Sequence[bytes]) -> None:
+        """Verify, in one worker-thread call, the transactions of a proposal not checked here
+        yet, and remember the good ones (the replica's :meth:`tx_check` then finds them)."""
+        todo = [(tx, h) for tx, h in zip(txs, hashes, strict=True) if h not in self._verified]
+        if todo:
+            await self._check(todo)
+
+    async def _check(
+        self, items: list[tuple[bytes, bytes]]
+    ) -> list[tuple[tuple[str, str] | None, Transaction | None]]:
+        """(refusal, decoded) for each (tx, hash), verified in worker threads; a transaction
+        another task is verifying right now (a proposal and a peer's batch carrying it at once)
+        is waited for instead of verified twice. Good ones are remembered as verified."""
+        mine: list[tuple[bytes, bytes]] = []
+        waits: list[tuple[bytes, trio.Event]] = []
+        result: dict[bytes, tuple[tuple[str, str] | None, Transaction | None]] = {}
+        for tx, h in items:
+            known = self._verified.get(h)
+            if known is not None:
+                result[h] = (None, known)
+            elif h in self._inflight:
+                waits.append((tx, self._inflight[h]))
+            elif h not in result:
+                self._inflight[h] = trio.Event()
+                mine.append((tx, h))
+        try:
+            for start in range(0, len(mine), VERIFY_CHUNK):
+                part = mine[start : start + VERIFY_CHUNK]
+                found = await trio.to_thread.run_sync(
+                    self._check_many, [tx for tx, _ in part], limiter=self._limiter
+                )
+                for (_tx, h), (verdict, decoded) in zip(part, found, strict=True):
+                    result[h] = (verdict, decoded)
+                    if decoded is not None:
+                        self._remember_verified(h, decoded)
+        finally:
+            for _tx, h in mine:
+                self._inflight.pop(h).set()
+        retry: list[tuple[bytes, bytes]] = []
+        for tx, event in waits:
+            await event.wait()
+            h = h256(tx)
+            known = self._verified.get(h)
+            if known is not None:
+                result[h] = (None, known)
+            else:
+                retry.append((tx, h))  # the other check refused it (or was cancelled)
+        if retry:
+            for (_tx, h), outcome in zip(retry, await self._check(retry), strict=True):
+                result[h] = outcome
+        return [result[h] for _tx, h in items]
 
     def _remember_verified(self, h: bytes, tx: Transaction) -> None:
         self._verified[h] = tx

