@@ -470,10 +470,24 @@ async def wait_all(node: Node, hashes: list[bytes]) -> None:
 
 def tx_json(node: Node, h: bytes) -> dict[str, Any]:
     """Status of tx ``h``: committed (with height, index, ok, code, detail) or pending."""
+    recent = node.executor.outcome(h)  # in memory for recent blocks: no store reads
+    if recent is not None:
+        height, index, outcome = recent
+        out: dict[str, Any] = {
+            "hash": h.hex(),
+            "status": "committed",
+            "height": height,
+            "index": index,
+        }
+        out["ok"] = outcome.ok
+        if not outcome.ok:
+            out["error"] = outcome.code
+            out["detail"] = outcome.detail
+        return out
     loc = node.store.tx_location(h)
     if loc is not None:
         height, index = loc
-        out: dict[str, Any] = {
+        out = {
             "hash": h.hex(),
             "status": "committed",
             "height": height,

@@ -27,6 +27,7 @@ from node.metrics import NodeMetrics
 from node.storage import BlockStore
 from protocol.block import Block, CommitCertificate
 from protocol.codec import encode
+from protocol.contract import codes
 from protocol.contract.rules import BlockOutcome, TxOutcome, execute_block
 from protocol.genesis import Genesis
 
@@ -135,7 +136,8 @@ class Executor:
         hashes = [o.tx_hash for o in outcome.outcomes]
         self.mempool.committed(hashes)
         for i, o in enumerate(outcome.outcomes):
-            self._recent[o.tx_hash] = (block.height, i, o)
+            if o.code != codes.DUPLICATE:  # the first result of that hash stands
+                self._recent[o.tx_hash] = (block.height, i, o)
         self._recorded += len(outcome.outcomes)
         while len(self._recent) > RECENT_OUTCOMES:
             self._recent.popitem(last=False)

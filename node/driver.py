@@ -164,7 +164,7 @@ class Driver:
         validators send their transactions to the primary first and to us later)."""
         if self._precheck is None:
             return
-        for ev in events:
+        for i, ev in enumerate(events):
             if (
                 isinstance(ev, Receive)
                 and ev.data[1:2] == _PREPREPARE_TAG
@@ -175,6 +175,7 @@ class Driver:
                 except CodecError:
                     continue  # the replica judges (and counts) it
                 await self._precheck(pp.block.txs, pp.block.tx_hashes)
+                events[i] = Receive(ev.now_ms, ev.sender, ev.data, pp)  # decoded once
 
     def _handle(self, event: Event) -> list[Output]:
         try:
@@ -272,7 +273,7 @@ def _slot_of(key: bytes) -> int | None:
 def _stamp(ev: Event, t: int) -> Event:
     """The event with the driver's clock (events are queued before they are stamped)."""
     if isinstance(ev, Receive):
-        return Receive(t, ev.sender, ev.data)
+        return Receive(t, ev.sender, ev.data, ev.decoded)
     if isinstance(ev, Submit):
         return Submit(t, ev.txs, ev.hashes)
     if isinstance(ev, Executed):

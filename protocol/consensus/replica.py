@@ -183,7 +183,7 @@ class Replica:
         self._out = []
         self._now = max(self._now, event.now_ms)
         if isinstance(event, Receive):
-            self._on_receive(event.sender, event.data)
+            self._on_receive(event.sender, event.data, event.decoded)
         elif isinstance(event, Submit):
             self._on_submit(event.txs, event.hashes)
         elif isinstance(event, TimerFired):
@@ -288,14 +288,17 @@ class Replica:
             self._add_checkpoint(cp)
         self._retry_deferred()
 
-    def _on_receive(self, sender: int, data: bytes) -> None:
+    def _on_receive(self, sender: int, data: bytes, decoded: Message | None = None) -> None:
         if not 0 <= sender < self.cfg.n or sender == self.me:
             return
-        try:
-            msg: Message = decode(data, max_bytes=MAX_CONSENSUS_MESSAGE_BYTES)
-        except CodecError as exc:
-            self._suspect(sender, "malformed", str(exc))
-            return
+        if decoded is not None:
+            msg: Message = decoded
+        else:
+            try:
+                msg = decode(data, max_bytes=MAX_CONSENSUS_MESSAGE_BYTES)
+            except CodecError as exc:
+                self._suspect(sender, "malformed", str(exc))
+                return
         if isinstance(msg, PrePrepare):
             self._on_preprepare(sender, msg)
         elif isinstance(msg, Prepare):
