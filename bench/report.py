@@ -40,10 +40,13 @@ def _fmt(x: Any, digits: int = 0) -> str:
 
 def machine_line(doc: dict[str, Any]) -> str:
     m = doc.get("machine", {})
-    return (
+    line = (
         f"{m.get('cpu_model') or m.get('processor')}, {m.get('cpus')} CPUs, "
         f"{_fmt(m.get('memory_gb'), 0)} GB RAM, Python {m.get('python')}"
     )
+    if m.get("ed25519_verify_us") is not None:
+        line += f", one Ed25519 verification {_fmt(m['ed25519_verify_us'], 0)} us"
+    return line
 
 
 def network_text(params: dict[str, Any]) -> str:

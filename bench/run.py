@@ -124,7 +124,7 @@ PACKAGES = (
 )
 RESULTS_FORMAT = """\
 {"benchmark": NAME, "time": UTC, "machine": {"cpu_model", "cpus", "memory_gb", "python",
- "platform", ...},
+ "platform", "ed25519_verify_us" (the machine's speed when the file was written), ...},
  "figures": {
    "parameters": {"workload", "load_workload", "sizes", "duration_s", "rate" | null,
                   "concurrency" | null, "batch", "mix" | null,
