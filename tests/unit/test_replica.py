@@ -163,3 +163,16 @@ def test_fetched_blocks_need_a_valid_certificate() -> None:
     out = r.handle(Receive(6, 2, encode(BlockResponse((CommittedBlock(b1, good),)))))
     assert [o.block.height for o in out if isinstance(o, Committed)] == [1]
     assert r.committed_height == 1
+
+
+def test_a_message_handed_over_decoded_is_handled_as_its_bytes_are() -> None:
+    """The node's driver passes pre-checked proposals decoded (Receive.decoded); the replica's
+    outputs must be the same as for the bytes alone, equivocation checks included."""
+    a = PrePrepare.sign(IDS[0], CHAIN, 0, block(1, (b"a",)), 0)
+    b = PrePrepare.sign(IDS[0], CHAIN, 0, block(1, (b"b",)), 0)
+    plain, handed = replica(1), replica(1)
+    for t, pp in ((10, a), (11, b)):
+        from_bytes = plain.handle(Receive(t, 0, encode(pp)))
+        from_decoded = handed.handle(Receive(t, 0, encode(pp), decode(encode(pp))))
+        assert from_bytes == from_decoded
+    assert [s.kind for s in suspicions(from_decoded)] == ["equivocation"]
