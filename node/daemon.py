@@ -281,7 +281,11 @@ class Node:
             txs = self._peer_txs.pop(0)
             while self._peer_txs and len(txs) + len(self._peer_txs[0]) <= PEER_ADMIT_MAX:
                 txs += self._peer_txs.pop(0)
-            results = await self.mempool.admit(txs, local=False)
+            try:
+                results = await self.mempool.admit(txs, local=False)
+            except Exception:  # a bug here must not let a peer's batch stop the node
+                log.exception("admission of %d transactions from peers failed", len(txs))
+                continue
             accepted = [(tx, r.tx_hash) for tx, r in zip(txs, results, strict=True) if r.ok_new]
             self.driver.submit(tuple(t for t, _ in accepted), tuple(h for _, h in accepted))
 

@@ -174,7 +174,12 @@ class Driver:
                     pp = decode(ev.data, PrePrepare, max_bytes=MAX_CONSENSUS_MESSAGE_BYTES)
                 except CodecError:
                     continue  # the replica judges (and counts) it
-                await self._precheck(pp.block.txs, pp.block.tx_hashes)
+                if pp.view != self.replica.view or pp.seq <= self.replica.committed_height:
+                    continue  # stale or replayed: the replica drops it without looking inside
+                try:
+                    await self._precheck(pp.block.txs, pp.block.tx_hashes)
+                except Exception:  # the replica's own check still runs; never stop the driver
+                    log.exception("pre-check of a proposal's transactions failed")
                 events[i] = Receive(ev.now_ms, ev.sender, ev.data, pp)  # decoded once
 
     def _handle(self, event: Event) -> list[Output]:

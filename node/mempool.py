@@ -14,6 +14,7 @@ executing it needs no second decode.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
@@ -22,11 +23,14 @@ from dataclasses import dataclass
 import trio
 
 from node.metrics import NodeMetrics
+from protocol.codec import CodecError
 from protocol.contract.admission import TxRejected, check_tx
 from protocol.crypto import h256
-from protocol.transactions import Transaction
+from protocol.transactions import MAX_TX_BYTES, Transaction, decode_tx
 
 VERIFY_CHUNK = 256
+REFUSALS_KEPT = 10_000
+"""Recent refusals remembered, so a task that waited on another's check gets its verdict."""
 """Transactions verified per worker-thread call."""
 
 
@@ -81,6 +85,7 @@ class Mempool:
         self._bytes = 0
         self._verified: OrderedDict[bytes, Transaction] = OrderedDict()
         self._inflight: dict[bytes, trio.Event] = {}
+        self._refused: OrderedDict[bytes, tuple[str, str]] = OrderedDict()
         self._limiter = verify_limiter or trio.CapacityLimiter(2)
         metrics.mempool_capacity.set(max_txs)
 
@@ -108,7 +113,7 @@ class Mempool:
 
         ``built``: the transactions themselves, when this node built and signed them (an
         agency's own query entries and commitments, whose caller verified any signature a body
-        carries): their signatures are not verified a second time here.
+        carries): their signatures are not verified a second time here (size and decoding are).
         """
         hashes = [h256(tx) for tx in txs]
         out: list[Admission | None] = [None] * len(txs)
@@ -129,7 +134,12 @@ class Mempool:
         verdict_of: dict[int, tuple[str, str] | None] = dict.fromkeys(todo)
         decoded: dict[int, Transaction] = {}
         if built is not None:
-            decoded = {i: built[i] for i in todo}
+            # Our own signature is not checked again, but size and decoding are: execution then
+            # works from the bytes every node decodes, not from the object we built.
+            for i in todo:
+                if len(txs[i]) <= MAX_TX_BYTES:
+                    with contextlib.suppress(CodecError):  # else refused by the full check
+                        decoded[i] = decode_tx(txs[i])
         unchecked = [i for i in todo if hashes[i] not in self._verified and i not in decoded]
         found = await self._check([(txs[i], hashes[i]) for i in unchecked])
         for i, (verdict, tx) in zip(unchecked, found, strict=True):
@@ -185,7 +195,7 @@ class Mempool:
         return verdicts
 
     async def precheck(self, txs: Sequence[bytes], hashes: Sequence[bytes]) -> None:
-        """Verify, in one worker-thread call, the transactions of a proposal not checked here
+        """Verify, in worker threads, the transactions of a proposal not checked here
         yet, and remember the good ones (the replica's :meth:`tx_check` then finds them)."""
         todo = [(tx, h) for tx, h in zip(txs, hashes, strict=True) if h not in self._verified]
         if todo:
@@ -198,16 +208,19 @@ class Mempool:
         another task is verifying right now (a proposal and a peer's batch carrying it at once)
         is waited for instead of verified twice. Good ones are remembered as verified."""
         mine: list[tuple[bytes, bytes]] = []
-        waits: list[tuple[bytes, trio.Event]] = []
+        waits: dict[bytes, tuple[bytes, trio.Event]] = {}
         result: dict[bytes, tuple[tuple[str, str] | None, Transaction | None]] = {}
         for tx, h in items:
+            if h in result or h in waits:
+                continue  # a copy of one already handled in this call
             known = self._verified.get(h)
             if known is not None:
                 result[h] = (None, known)
             elif h in self._inflight:
-                waits.append((tx, self._inflight[h]))
-            elif h not in result:
+                waits[h] = (tx, self._inflight[h])
+            else:
                 self._inflight[h] = trio.Event()
+                result[h] = (None, None)  # placeholder until verified below
                 mine.append((tx, h))
         try:
             for start in range(0, len(mine), VERIFY_CHUNK):
@@ -219,21 +232,31 @@ class Mempool:
                     result[h] = (verdict, decoded)
                     if decoded is not None:
                         self._remember_verified(h, decoded)
+                    elif verdict is not None:
+                        self._refused[h] = verdict
+                        while len(self._refused) > REFUSALS_KEPT:
+                            self._refused.popitem(last=False)
         finally:
             for _tx, h in mine:
                 self._inflight.pop(h).set()
-        retry: list[tuple[bytes, bytes]] = []
-        for tx, event in waits:
+        again: list[tuple[bytes, bytes]] = []
+        for h, (tx, event) in waits.items():
             await event.wait()
-            h = h256(tx)
             known = self._verified.get(h)
             if known is not None:
                 result[h] = (None, known)
+            elif h in self._refused:
+                result[h] = (self._refused[h], None)
             else:
-                retry.append((tx, h))  # the other check refused it (or was cancelled)
-        if retry:
-            for (_tx, h), outcome in zip(retry, await self._check(retry), strict=True):
-                result[h] = outcome
+                again.append((tx, h))  # the other task was cancelled before its verdict
+        if again:  # checked here directly, once (no waiting, no recursion)
+            found = await trio.to_thread.run_sync(
+                self._check_many, [tx for tx, _ in again], limiter=self._limiter
+            )
+            for (_tx, h), (verdict, decoded) in zip(again, found, strict=True):
+                result[h] = (verdict, decoded)
+                if decoded is not None:
+                    self._remember_verified(h, decoded)
         return [result[h] for _tx, h in items]
 
     def _remember_verified(self, h: bytes, tx: Transaction) -> None:

@@ -687,5 +687,8 @@ class PeerNetwork:
             txs = self._gossip_out
             self._gossip_out = deque()
             self._gossip_bytes = 0
-            for data in _tx_batches(txs):
-                self.broadcast(data, "tx_batch")
+            try:
+                for data in _tx_batches(txs):
+                    self.broadcast(data, "tx_batch")
+            except Exception as exc:  # a transaction that cannot be batched must not stop us
+                log.warning("transaction batch not sent: %r", exc)

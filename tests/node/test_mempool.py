@@ -110,6 +110,21 @@ async def test_a_proposal_and_a_batch_carrying_the_same_txs_at_once_verify_each_
         nursery.start_soon(admit_them)
     assert [a.status for a in admitted] == ["accepted"] * 40 + ["refused"]
     assert admitted[-1].code == "bad_signature"
-    # 40 good ones once each; the forged one by each task (a refusal is not remembered)
-    assert m.metrics.verified._value.get() == 42
+    # each of the 41 once: the waiting task takes the other's verdict, a refusal included
+    assert m.metrics.verified._value.get() == 41
     assert all(m.tx_check(t, h) for t, h in zip(txs, hashes, strict=True))
+
+
+async def test_many_copies_of_one_bad_tx_are_checked_once_and_all_refused() -> None:
+    """A peer's batch (or a proposal) may repeat one transaction up to its item limit: each
+    copy is answered from one verification, never by waiting on itself or recursing."""
+    import trio  # noqa: PLC0415
+
+    m = pool(max_txs=5000)
+    good = tx(1)
+    forged = good[:-1] + bytes([good[-1] ^ 1])
+    with trio.fail_after(10):
+        out = await m.admit([forged] * 2000, local=False)
+        await m.precheck([forged] * 2000, [h256(forged)] * 2000)
+    assert {(a.status, a.code) for a in out} == {("refused", "bad_signature")}
+    assert m.metrics.verified._value.get() == 2
