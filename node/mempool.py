@@ -286,6 +286,9 @@ class Mempool:
         """Forget transactions that a block just committed; record their commit latency."""
         now = time.monotonic()
         for h in tx_hashes:
+            # Executed: its decoded form is no longer needed (a later copy is refused as
+            # committed), so the verified cache holds pending transactions, not history.
+            self._verified.pop(h, None)
             entry = self._entries.pop(h, None)
             if entry is not None:
                 self._bytes -= len(entry.tx)

@@ -573,7 +573,7 @@ class PeerNetwork:
                     continue
                 if payload[1:2] == _TX_BATCH_TAG:
                     try:
-                        batch = decode(payload, TxBatch, max_bytes=self.max_frame_bytes)
+                        batch = decode(payload, TxBatch, max_bytes=TX_BATCH_MAX_BYTES + 64 * 1024)
                     except CodecError as exc:
                         self.bad(remote.to_base58(), "malformed", f"tx batch: {exc}")
                         continue
