@@ -223,19 +223,7 @@ class Mempool:
                 result[h] = (None, None)  # placeholder until verified below
                 mine.append((tx, h))
         try:
-            for start in range(0, len(mine), VERIFY_CHUNK):
-                part = mine[start : start + VERIFY_CHUNK]
-                found = await trio.to_thread.run_sync(
-                    self._check_many, [tx for tx, _ in part], limiter=self._limiter
-                )
-                for (_tx, h), (verdict, decoded) in zip(part, found, strict=True):
-                    result[h] = (verdict, decoded)
-                    if decoded is not None:
-                        self._remember_verified(h, decoded)
-                    elif verdict is not None:
-                        self._refused[h] = verdict
-                        while len(self._refused) > REFUSALS_KEPT:
-                            self._refused.popitem(last=False)
+            await self._verify_now(mine, result)
         finally:
             for _tx, h in mine:
                 self._inflight.pop(h).set()
@@ -249,15 +237,29 @@ class Mempool:
                 result[h] = (self._refused[h], None)
             else:
                 again.append((tx, h))  # the other task was cancelled before its verdict
-        if again:  # checked here directly, once (no waiting, no recursion)
+        await self._verify_now(again, result)  # checked here directly, once (no recursion)
+        return [result[h] for _tx, h in items]
+
+    async def _verify_now(
+        self,
+        items: list[tuple[bytes, bytes]],
+        result: dict[bytes, tuple[tuple[str, str] | None, Transaction | None]],
+    ) -> None:
+        """Verify ``items`` in worker threads, VERIFY_CHUNK at a time, into ``result``;
+        remember the good ones as verified and the refusals for a while."""
+        for start in range(0, len(items), VERIFY_CHUNK):
+            part = items[start : start + VERIFY_CHUNK]
             found = await trio.to_thread.run_sync(
-                self._check_many, [tx for tx, _ in again], limiter=self._limiter
+                self._check_many, [tx for tx, _ in part], limiter=self._limiter
             )
-            for (_tx, h), (verdict, decoded) in zip(again, found, strict=True):
+            for (_tx, h), (verdict, decoded) in zip(part, found, strict=True):
                 result[h] = (verdict, decoded)
                 if decoded is not None:
                     self._remember_verified(h, decoded)
-        return [result[h] for _tx, h in items]
+                elif verdict is not None:
+                    self._refused[h] = verdict
+                    while len(self._refused) > REFUSALS_KEPT:
+                        self._refused.popitem(last=False)
 
     def _remember_verified(self, h: bytes, tx: Transaction) -> None:
         self._verified[h] = tx
