@@ -3,10 +3,11 @@
 Loading (``POST /v1/records``, ``creditnet records load``) takes standard-v1 records as JSON
 lines. Every line is checked on its own: a bad line is reported with its line number and the field
 and rule it breaks, the good lines go on. For the good ones the agency commits
-``hash(pseudonym, record)`` on the ledger (:class:`~protocol.transactions.RecordCommitment`, at
-most 1,000 a transaction) and, once the commitment is committed, stores the record in its private
-LevelDB namespace under ``pseudonym || record_ref`` -- all of them in one atomic batch, so a load
-is never half-written. A record whose commitment the ledger refuses is reported, not stored.
+``hash(pseudonym, record)`` on the ledger (:class:`~protocol.transactions.RecordCommitment`, as
+many a transaction as fit in its size limit, :data:`COMMITMENTS_PER_TX`) and, once the
+commitment is committed, stores the record in its private LevelDB namespace under
+``pseudonym || record_ref`` -- all of them in one atomic batch, so a load is never half-written.
+A record whose commitment the ledger refuses is reported, not stored.
 
 What is stored is :class:`~protocol.record.StoredRecord`: the pseudonym replaces the national ID,
 so the raw ID is kept nowhere, sent nowhere and never logged (the parsed input hides it from
@@ -33,6 +34,7 @@ from protocol.record import (
 )
 from protocol.transactions import (
     MAX_COMMITMENTS_PER_TX,
+    MAX_TX_BYTES,
     CommitmentEntry,
     RecordCommitment,
 )
@@ -45,6 +47,13 @@ log = logging.getLogger("creditnet.records")
 RECORDS_NS = b"records"
 """Private namespace of the agency's records: key ``pseudonym (32) || record_ref (32)``."""
 MAX_LINES_PER_LOAD = 100_000
+
+_ENTRY_BYTES = len(encode(CommitmentEntry(bytes(32), bytes(32))))
+_ENVELOPE_BYTES = 1024
+"""Generous room for the transaction around the entries: signer, nonce, chain id, signature."""
+COMMITMENTS_PER_TX = min(MAX_COMMITMENTS_PER_TX, (MAX_TX_BYTES - _ENVELOPE_BYTES) // _ENTRY_BYTES)
+"""Commitments per transaction: the contract allows 1,000, but 1,000 entries of 69 bytes exceed
+the 64 KiB transaction limit, so a load chunks by what fits."""
 
 
 @dataclass
@@ -137,7 +146,7 @@ async def load_records(node: Node, lines: Iterable[str]) -> LoadReport:
             )
         else:
             keep.append(p)
-    chunks = list(_chunks(keep, MAX_COMMITMENTS_PER_TX))
+    chunks = list(_chunks(keep, COMMITMENTS_PER_TX))
     if not chunks:
         return report
     bodies = [RecordCommitment(tuple(CommitmentEntry(p.ref, p.digest) for p in c)) for c in chunks]

@@ -128,6 +128,17 @@ def test_records_load_commits_good_lines_reports_bad_ones_and_stores_no_raw_id(
     )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["stored"] == 4
+    # A load larger than one commitment transaction holds is split by size, every part committed.
+    many = [
+        json.dumps(r)
+        for i, nid in enumerate(national_ids(seed=13, count=250))
+        for r in sample_records(nid, count=4, seed=100 + i, furnisher="bank-b")
+    ]
+    code, report = post_records(
+        node1.api, "\n".join(many), load_token(node1.home / "operator.token")
+    )
+    assert code == 200 and report["stored"] == 1000 and not report["errors"], report
+    assert len(report["commitments"]) == 2 and all(c["ok"] for c in report["commitments"])
     cluster.close()
 
     # On disk: the records under their pseudonyms; the raw IDs nowhere in node0's files.
