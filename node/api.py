@@ -13,6 +13,7 @@ import json
 import logging
 import time
 from typing import TYPE_CHECKING, Annotated, Any
+from urllib.parse import parse_qsl
 
 import trio
 from fastapi import FastAPI, Query, Request
@@ -118,6 +119,13 @@ def block_json(
     }
 
 
+def _waits_for_commit(query: bytes) -> bool:
+    """Whether a query string asks ``wait=commit``, in any encoding the route itself accepts."""
+    if b"wait" not in query and b"%" not in query:
+        return False  # the common case, without parsing
+    return ("wait", "commit") in parse_qsl(query.decode("latin-1"))
+
+
 class _Limits:
     """Pure ASGI middleware: body-size refusal by Content-Length, the request time limit (the
     long one for ``?wait=commit`` and the routes that wait for a commit) and the request count
@@ -152,8 +160,8 @@ class _Limits:
                 )
                 await response(scope, receive, send_counted)
                 return
-            wait = b"wait=commit" in scope.get("query_string", b"").split(b"&") or (
-                scope["method"] == "POST" and route in LONG_ROUTES
+            wait = (scope["method"] == "POST" and route in LONG_ROUTES) or _waits_for_commit(
+                scope.get("query_string", b"")
             )
             limit = (cfg.wait_commit_timeout_ms if wait else cfg.request_timeout_ms) / 1000
             with trio.move_on_after(limit + 1) as timer:
