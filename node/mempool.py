@@ -29,9 +29,9 @@ from protocol.crypto import h256
 from protocol.transactions import MAX_TX_BYTES, Transaction, decode_tx
 
 VERIFY_CHUNK = 256
+"""Transactions verified per worker-thread call."""
 REFUSALS_KEPT = 10_000
 """Recent refusals remembered, so a task that waited on another's check gets its verdict."""
-"""Transactions verified per worker-thread call."""
 
 
 @dataclass(frozen=True)
@@ -196,17 +196,28 @@ class Mempool:
 
     async def precheck(self, txs: Sequence[bytes], hashes: Sequence[bytes]) -> None:
         """Verify, in worker threads, the transactions of a proposal not checked here
-        yet, and remember the good ones (the replica's :meth:`tx_check` then finds them)."""
-        todo = [(tx, h) for tx, h in zip(txs, hashes, strict=True) if h not in self._verified]
+        yet, and remember the good ones (the replica's :meth:`tx_check` then finds them).
+
+        One bad transaction makes the replica refuse the whole proposal, so the check stops at
+        the first refusal (or at once, for one refused before): a faulty primary's proposal of
+        forged transactions costs at most one chunk of verifications, not the whole block."""
+        todo: list[tuple[bytes, bytes]] = []
+        for tx, h in zip(txs, hashes, strict=True):
+            if h in self._refused:
+                return
+            if h not in self._verified:
+                todo.append((tx, h))
         if todo:
-            await self._check(todo)
+            await self._check(todo, until_refused=True)
 
     async def _check(
-        self, items: list[tuple[bytes, bytes]]
+        self, items: list[tuple[bytes, bytes]], until_refused: bool = False
     ) -> list[tuple[tuple[str, str] | None, Transaction | None]]:
         """(refusal, decoded) for each (tx, hash), verified in worker threads; a transaction
         another task is verifying right now (a proposal and a peer's batch carrying it at once)
-        is waited for instead of verified twice. Good ones are remembered as verified."""
+        is waited for instead of verified twice. Good ones are remembered as verified.
+        With ``until_refused`` it stops after the chunk holding the first refusal and returns
+        nothing (the pre-check of a proposal only fills the caches)."""
         mine: list[tuple[bytes, bytes]] = []
         waits: dict[bytes, tuple[bytes, trio.Event]] = {}
         result: dict[bytes, tuple[tuple[str, str] | None, Transaction | None]] = {}
@@ -223,10 +234,12 @@ class Mempool:
                 result[h] = (None, None)  # placeholder until verified below
                 mine.append((tx, h))
         try:
-            await self._verify_now(mine, result)
+            refused = await self._verify_now(mine, result, until_refused)
         finally:
             for _tx, h in mine:
                 self._inflight.pop(h).set()
+        if until_refused and refused:
+            return []
         again: list[tuple[bytes, bytes]] = []
         for h, (tx, event) in waits.items():
             await event.wait()
@@ -244,10 +257,15 @@ class Mempool:
         self,
         items: list[tuple[bytes, bytes]],
         result: dict[bytes, tuple[tuple[str, str] | None, Transaction | None]],
-    ) -> None:
+        until_refused: bool = False,
+    ) -> bool:
         """Verify ``items`` in worker threads, VERIFY_CHUNK at a time, into ``result``;
-        remember the good ones as verified and the refusals for a while."""
+        remember the good ones as verified and the refusals for a while. Whether one was
+        refused; with ``until_refused``, no chunk is checked after the one that refused."""
+        refused = False
         for start in range(0, len(items), VERIFY_CHUNK):
+            if refused and until_refused:
+                break
             part = items[start : start + VERIFY_CHUNK]
             found = await trio.to_thread.run_sync(
                 self._check_many, [tx for tx, _ in part], limiter=self._limiter
@@ -257,9 +275,11 @@ class Mempool:
                 if decoded is not None:
                     self._remember_verified(h, decoded)
                 elif verdict is not None:
+                    refused = True
                     self._refused[h] = verdict
                     while len(self._refused) > REFUSALS_KEPT:
                         self._refused.popitem(last=False)
+        return refused
 
     def _remember_verified(self, h: bytes, tx: Transaction) -> None:
         self._verified[h] = tx
@@ -267,10 +287,12 @@ class Mempool:
             self._verified.popitem(last=False)
 
     def tx_check(self, tx: bytes, h: bytes) -> bool:
-        """The replica's check of a proposed transaction ``tx`` of hash ``h``: known-good, or
-        verified now."""
+        """The replica's check of a proposed transaction ``tx`` of hash ``h``: known-good,
+        refused lately, or verified now."""
         if h in self._verified:
             return True
+        if h in self._refused:
+            return False
         self.metrics.verified.inc()
         try:
             decoded = check_tx(self.chain_id, tx)

@@ -127,4 +127,19 @@ async def test_many_copies_of_one_bad_tx_are_checked_once_and_all_refused() -> N
         out = await m.admit([forged] * 2000, local=False)
         await m.precheck([forged] * 2000, [h256(forged)] * 2000)
     assert {(a.status, a.code) for a in out} == {("refused", "bad_signature")}
-    assert m.metrics.verified._value.get() == 2
+    # once by the admission; the proposal's pre-check stops at the refusal it remembers
+    assert m.metrics.verified._value.get() == 1
+
+
+async def test_a_proposal_of_forged_transactions_costs_one_chunk_of_verifications() -> None:
+    """A faulty primary's proposal: the replica refuses it at its first bad transaction, so
+    the pre-check stops there too instead of verifying the whole block in a worker thread."""
+    from node.mempool import VERIFY_CHUNK  # noqa: PLC0415
+
+    m = pool(max_txs=5000)
+    good = [tx(i) for i in range(3 * VERIFY_CHUNK)]
+    forged = good[0][:-1] + bytes([good[0][-1] ^ 1])
+    block = [forged, *good[1:]]
+    await m.precheck(block, [h256(t) for t in block])
+    assert not m.tx_check(forged, h256(forged))  # the replica's check: refused, remembered
+    assert m.metrics.verified._value.get() == VERIFY_CHUNK
