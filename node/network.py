@@ -15,8 +15,9 @@ measured behaviour):
 - **Transactions** admitted here go to every validator in batches (:class:`~protocol.wire.TxBatch`,
   gathered for ``TX_SPREAD_INTERVAL_S``) on the same acknowledged streams, like CometBFT's mempool
   reactor: every validator is a direct peer, and gossipsub's forwarding made each batch arrive up
-  to three times at about 1.5 ms of CPU per copy. Still best effort (a peer far behind loses
-  frames); the mempool re-sends what stays pending.
+  to three times at about 1.5 ms of CPU per copy. Still best effort: a peer holding 8 MiB
+  unacknowledged gets no more batches (so they never push its consensus frames out), and the
+  mempool re-sends what stays pending.
 - **Gossipsub v1.1** carries the mode-2 lookups, tuned as the notes say: spam protection off (we
   rate-limit per peer ourselves), 1 s heartbeat, seqno counter from ``time_ns``.
 - **Mode-2 lookups** are gossiped on their own topic; the replies go back on the consensus stream
@@ -83,6 +84,10 @@ os.environ.setdefault("PY_YAMUX_RELEASE_ON_READ", "0")
 CONSENSUS_PROTOCOL = TProtocol("/creditnet/consensus/1.0.0")
 MAX_UNACKED_FRAMES = 10_000
 MAX_UNACKED_BYTES = 32 << 20
+TX_BATCH_UNACKED_BYTES = 8 << 20
+"""A peer holding this much unacknowledged data (down, or slow) gets no more transaction batches
+until it catches up: they are best-effort (the mempool sends its pending transactions again),
+and the rest of the buffer stays for consensus frames, which they must never push out."""
 WRITE_CHUNK_BYTES = 256 * 1024
 BAD_LOG_INTERVAL_S = 10.0
 READ_CHUNK = 1 << 16
@@ -332,6 +337,9 @@ class PeerNetwork:
         """Queue ``payload`` for validator ``to``; never blocks or raises (see module doc)."""
         out = self._out.get(to)
         if out is None:
+            return
+        if kind == "tx_batch" and out.bytes > TX_BATCH_UNACKED_BYTES:
+            self.metrics.p2p_dropped.inc()
             return
         if not logged:
             self.log_sent(payload)

@@ -64,3 +64,25 @@ def test_a_new_message_after_an_unfinished_one_is_delivered() -> None:
 
 def test_a_single_frame_message_passes_straight_through() -> None:
     assert feed(network(), [StreamFrame(9, 1, 0, True, b"vote")]) == [b"vote"]
+
+
+def test_transaction_batches_never_push_consensus_frames_out_of_a_slow_peers_buffer() -> None:
+    """A peer that is down gathers unacknowledged frames; transaction batches stop being queued
+    for it at their own budget, so the consensus frames it will need are kept."""
+    from node.network import MAX_UNACKED_BYTES, TX_BATCH_UNACKED_BYTES  # noqa: PLC0415
+
+    net = network()
+    consensus = bytes(200_000)
+    for _ in range(TX_BATCH_UNACKED_BYTES // len(consensus)):
+        net.send(1, consensus)
+    held = net._out[1].bytes
+    assert TX_BATCH_UNACKED_BYTES - len(consensus) < held < MAX_UNACKED_BYTES
+    batch = bytes(100_000)
+    for _ in range(3 * MAX_UNACKED_BYTES // len(batch)):
+        net.broadcast(batch, "tx_batch")
+    # every peer's queue stops growing at the batches' budget (plus the one that crossed it)
+    for peer in (1, 2, 3):
+        assert net._out[peer].bytes <= TX_BATCH_UNACKED_BYTES + 2 * len(batch)
+    assert net.metrics.p2p_dropped._value.get() > 0
+    # no consensus frame was dropped: the first one is still queued
+    assert net._out[1].frames[0][0] == 1
