@@ -114,6 +114,7 @@ class Executor:
             tx_hashes=[o.tx_hash for o in outcome.outcomes],
             state_changes=outcome.changes,
             consensus_deletes=work.consensus_deletes,
+            replays={i for i, o in enumerate(outcome.outcomes) if o.code == codes.DUPLICATE},
         )
         self.metrics.worker_cpu.labels("store").inc(time.thread_time() - executed)
         return app_hash, outcome

@@ -12,7 +12,7 @@ keeps a second process out.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -151,12 +151,15 @@ class BlockStore:
         tx_hashes: Sequence[bytes],
         state_changes: Mapping[bytes, bytes | None],
         consensus_deletes: Iterable[bytes] = (),
+        replays: Collection[int] = (),
         sync: bool | None = None,
     ) -> bytes:
         """Store block ``height`` = latest + 1 and apply its state changes in one atomic batch.
 
-        ``tx_hashes[i]`` is indexed as ``(height, i)`` (a hash seen again later points at the later
-        block: the ledger rules refuse replays). ``state_changes`` maps application keys to new
+        ``tx_hashes[i]`` is indexed as ``(height, i)``, except the positions in ``replays``:
+        copies of a transaction committed before (in an earlier block or earlier in this one),
+        which the ledger refused as duplicates -- the index keeps pointing at the first, so a
+        lookup finds the result that counted. ``state_changes`` maps application keys to new
         values, None deleting. ``consensus_deletes`` names consensus records made obsolete by this
         block (dropped in the same batch, so a crash never loses a vote before its block is
         stored). ``sync`` (default: the store's) makes the batch durable before
@@ -178,6 +181,7 @@ class BlockStore:
         puts += [
             (schema.tx_key(tx), schema.encode_tx_location(height, i))
             for i, tx in enumerate(tx_hashes)
+            if i not in replays
         ]
         deletes: list[bytes] = [schema.consensus_key(name) for name in consensus_deletes]
         for key, value in state_changes.items():

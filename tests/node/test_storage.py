@@ -419,3 +419,22 @@ def test_app_hash_distinguishes_delete_from_empty_value() -> None:
     assert next_app_hash(GENESIS_APP_HASH, {b"k": None}) != next_app_hash(
         GENESIS_APP_HASH, {b"k": b""}
     )
+
+
+def test_a_replayed_copy_leaves_the_index_at_the_first_commit(store: BlockStore) -> None:
+    """The ledger refuses a replay as a duplicate; the tx index must keep pointing at the
+    commit that counted, as the node's in-memory outcomes do."""
+    first, again, fresh = h256(b"first"), h256(b"again"), h256(b"fresh")
+    store.commit_block(1, h256(b"b1"), b"b1", b"c1", tx_hashes=[again, first], state_changes={})
+    store.commit_block(
+        2,
+        h256(b"b2"),
+        b"b2",
+        b"c2",
+        tx_hashes=[first, fresh, fresh],
+        state_changes={},
+        replays={0, 2},
+    )
+    assert store.tx_location(first) == (1, 1)
+    assert store.tx_location(fresh) == (2, 1)
+    assert store.tx_location(again) == (1, 0)
