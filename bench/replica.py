@@ -7,7 +7,7 @@ replica logic) with nothing else in the way. Reported per cluster size:
 - ``empty_instances_per_s``: consensus instances (heights) per second with empty blocks,
   one in flight at a time;
 - ``tx_per_s``: client transactions ordered per second with batches of 500, several heights in
-  flight, client-signature checks excluded (``tx_check=None``) and included (every replica
+  flight, client-signature checks excluded (``txs_check=None``) and included (every replica
   decodes and verifies each transaction's Ed25519 signature when it accepts a block).
 
 "Cluster" figures count all n replicas sharing one core; a deployment gives each replica its
@@ -21,7 +21,7 @@ import argparse
 import json
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,11 +55,19 @@ def _tx_check(data: bytes, _hash: bytes) -> bool:
         return False
 
 
+def _txs_check(txs: Sequence[bytes], hashes: Sequence[bytes]) -> bool:
+    return all(map(_tx_check, txs, hashes))
+
+
 class Cluster:
     """n replicas wired by a FIFO queue; the driver executes blocks with a hash-chain app."""
 
     def __init__(
-        self, n: int, *, batch: int, tx_check: Callable[[bytes, bytes], bool] | None
+        self,
+        n: int,
+        *,
+        batch: int,
+        txs_check: Callable[[Sequence[bytes], Sequence[bytes]], bool] | None,
     ) -> None:
         ids = [Identity(bytes([i + 1]) * 32) for i in range(n)]
         keys = tuple(i.public_key for i in ids)
@@ -79,7 +87,7 @@ class Cluster:
                     view_timeout_ms=60_000,
                 ),
                 ids[i],
-                tx_check=tx_check,
+                txs_check=txs_check,
             )
             for i in range(n)
         ]
@@ -124,7 +132,7 @@ class Cluster:
 
 
 def measure_empty(n: int, seconds: float) -> float:
-    cluster = Cluster(n, batch=500, tx_check=None)
+    cluster = Cluster(n, batch=500, txs_check=None)
     start = time.perf_counter()
     cluster.run_until(lambda: False, start + seconds)
     return min(cluster.heights) / (time.perf_counter() - start)
@@ -138,9 +146,12 @@ def make_txs(count: int) -> list[bytes]:
 
 
 def measure_txs(
-    n: int, txs: list[bytes], tx_check: Callable[[bytes, bytes], bool] | None, seconds: float
+    n: int,
+    txs: list[bytes],
+    txs_check: Callable[[Sequence[bytes], Sequence[bytes]], bool] | None,
+    seconds: float,
 ) -> float:
-    cluster = Cluster(n, batch=500, tx_check=tx_check)
+    cluster = Cluster(n, batch=500, txs_check=txs_check)
     for i in range(n):
         cluster.queue.append((i, Submit(0, tuple(txs))))
     start = time.perf_counter()
@@ -154,7 +165,7 @@ def run(sizes: list[int], seconds: float, tx_count: int) -> dict[str, Any]:
     for n in sizes:
         empty = measure_empty(n, seconds)
         plain = measure_txs(n, txs, None, seconds * 4)
-        checked = measure_txs(n, txs, _tx_check, seconds * 8)
+        checked = measure_txs(n, txs, _txs_check, seconds * 8)
         out[f"n{n}"] = {
             "empty_instances_per_s": round(empty, 1),
             "tx_per_s_checks_excluded": round(plain, 1),

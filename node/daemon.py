@@ -178,7 +178,9 @@ class Node:
             retransmit_ms=cfg.p2p.retransmit_ms,
             max_pending_txs=max(cfg.consensus.mempool_max_txs * 2, 10_000),
         )
-        self.replica = Replica(rcfg, files.identity, restored_state(store), self.mempool.tx_check)
+        self.replica = Replica(
+            rcfg, files.identity, restored_state(store), self.mempool.block_check
+        )
         self.lookups = Lookups(self)
         self.network = PeerNetwork(
             identity=files.identity,

@@ -31,9 +31,11 @@ from protocol.transactions import MAX_TX_BYTES, Transaction, decode_tx
 VERIFY_CHUNK = 256
 """Transactions verified per worker-thread call."""
 INLINE_VERIFY_MAX = 4
-"""Up to this many transactions are verified on the calling thread: handing work to a worker
-thread and back costs about 200 µs of CPU on the reference machine (trio's thread cache, two
-wake-ups), more than verifying a few transactions; query load arrives in such small batches."""
+INLINE_VERIFY_BYTES = 16 * 1024
+"""Up to this many transactions (and bytes) are verified on the calling thread: handing work to
+a worker thread and back costs about 200 µs of CPU on the reference machine (trio's thread
+cache, two wake-ups), more than verifying a few small transactions; query load arrives in such
+small batches."""
 REFUSALS_KEPT = 10_000
 """Recent refusals remembered, so a task that waited on another's check gets its verdict."""
 
@@ -203,9 +205,10 @@ class Mempool:
         """Verify, in worker threads, the transactions of a proposal not checked here
         yet, and remember the good ones (the replica's :meth:`tx_check` then finds them).
 
-        One bad transaction makes the replica refuse the whole proposal, so the check stops at
-        the first refusal (or at once, for one refused before): a faulty primary's proposal of
-        forged transactions costs at most one chunk of verifications, not the whole block."""
+        One bad transaction makes the replica refuse the whole proposal, so the check stops
+        after the chunk holding the first refusal (or at once, for one refused before): a faulty
+        primary's proposal of forged transactions costs at most one chunk of verifications, not
+        the whole block; :meth:`block_check` then refuses it before verifying anything more."""
         todo: list[tuple[bytes, bytes]] = []
         for tx, h in zip(txs, hashes, strict=True):
             if h in self._refused:
@@ -272,7 +275,9 @@ class Mempool:
             if refused and until_refused:
                 break
             part = items[start : start + VERIFY_CHUNK]
-            if len(part) <= INLINE_VERIFY_MAX:
+            if len(part) <= INLINE_VERIFY_MAX and sum(len(tx) for tx, _ in part) <= (
+                INLINE_VERIFY_BYTES
+            ):
                 found = self._check_many([tx for tx, _ in part])
             else:
                 found = await trio.to_thread.run_sync(
@@ -293,6 +298,14 @@ class Mempool:
         self._verified[h] = tx
         while len(self._verified) > 4 * self.max_txs:
             self._verified.popitem(last=False)
+
+    def block_check(self, txs: Sequence[bytes], hashes: Sequence[bytes]) -> bool:
+        """The replica's check of a proposed block's transactions: a transaction refused lately
+        refuses the block at once, before any unknown one is verified on this thread (a faulty
+        primary could otherwise put many fresh ones before a known-forged one)."""
+        if any(h in self._refused for h in hashes):
+            return False
+        return all(map(self.tx_check, txs, hashes))
 
     def tx_check(self, tx: bytes, h: bytes) -> bool:
         """The replica's check of a proposed transaction ``tx`` of hash ``h``: known-good,

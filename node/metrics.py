@@ -109,6 +109,12 @@ class NodeMetrics:
             "Outbound consensus frames dropped (peer too far behind).",
             registry=r,
         )
+        self.p2p_tx_batches_skipped = Counter(
+            p + "p2p_tx_batches_skipped",
+            "Transaction batches not queued for a peer holding too much unacknowledged data "
+            "(down or slow; the mempool sends its pending transactions again).",
+            registry=r,
+        )
         self.sync_syncing = Gauge(
             p + "consensus_sync_syncing",
             "1 while the node is fetching blocks it lacks.",

@@ -15,9 +15,9 @@ measured behaviour):
 - **Transactions** admitted here go to every validator in batches (:class:`~protocol.wire.TxBatch`,
   gathered for ``TX_SPREAD_INTERVAL_S``) on the same acknowledged streams, like CometBFT's mempool
   reactor: every validator is a direct peer, and gossipsub's forwarding made each batch arrive up
-  to three times at about 1.5 ms of CPU per copy. Still best effort: a peer holding 8 MiB
-  unacknowledged gets no more batches (so they never push its consensus frames out), and the
-  mempool re-sends what stays pending.
+  to three times at about 1.5 ms of CPU per copy. Still best effort: a peer holding 8 MiB or a
+  quarter of the frame limit unacknowledged gets no more batches (so they never push its
+  consensus frames out), and the mempool re-sends what stays pending.
 - **Gossipsub v1.1** carries the mode-2 lookups, tuned as the notes say: spam protection off (we
   rate-limit per peer ourselves), 1 s heartbeat, seqno counter from ``time_ns``.
 - **Mode-2 lookups** are gossiped on their own topic; the replies go back on the consensus stream
@@ -85,9 +85,11 @@ CONSENSUS_PROTOCOL = TProtocol("/creditnet/consensus/1.0.0")
 MAX_UNACKED_FRAMES = 10_000
 MAX_UNACKED_BYTES = 32 << 20
 TX_BATCH_UNACKED_BYTES = 8 << 20
-"""A peer holding this much unacknowledged data (down, or slow) gets no more transaction batches
-until it catches up: they are best-effort (the mempool sends its pending transactions again),
-and the rest of the buffer stays for consensus frames, which they must never push out."""
+TX_BATCH_UNACKED_FRAMES = MAX_UNACKED_FRAMES // 4
+"""A peer holding this much unacknowledged data or this many frames (down, or slow) gets no more
+transaction batches until it catches up: they are best-effort (the mempool sends its pending
+transactions again), and the rest of the buffer stays for consensus frames, which they must
+never push out."""
 WRITE_CHUNK_BYTES = 256 * 1024
 BAD_LOG_INTERVAL_S = 10.0
 READ_CHUNK = 1 << 16
@@ -340,8 +342,10 @@ class PeerNetwork:
         out = self._out.get(to)
         if out is None:
             return
-        if kind == "tx_batch" and out.bytes > TX_BATCH_UNACKED_BYTES:
-            self.metrics.p2p_dropped.inc()
+        if kind == "tx_batch" and (
+            out.bytes > TX_BATCH_UNACKED_BYTES or len(out.frames) > TX_BATCH_UNACKED_FRAMES
+        ):
+            self.metrics.p2p_tx_batches_skipped.inc()
             return
         if not logged:
             self.log_sent(payload)

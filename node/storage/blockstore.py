@@ -91,9 +91,7 @@ class BlockStore:
                 raise IncompatibleStore(f"{self.where} holds data that is not a creditnet store")
             self._backend.write(
                 {
-                    schema.META_FORMAT_VERSION: schema.encode_format_version(
-                        schema.FORMAT_VERSION
-                    ),
+                    schema.META_FORMAT_VERSION: schema.encode_format_version(schema.FORMAT_VERSION),
                     schema.META_CHAIN_ID: self.chain_id.encode(),
                     schema.META_LATEST_HEIGHT: schema.encode_height(0),
                     schema.META_APP_HASH: GENESIS_APP_HASH,

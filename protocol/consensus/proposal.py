@@ -6,7 +6,7 @@ here yet: keep the pre-prepare and look again later), or a sentence saying what 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from protocol.consensus.config import ReplicaConfig
 from protocol.consensus.messages import PrePrepare
@@ -23,9 +23,11 @@ def judge_block(
     executed_height: int,
     app_hashes: Mapping[int, bytes],
     now_ms: int,
-    tx_check: Callable[[bytes, bytes], bool] | None,
+    txs_check: Callable[[Sequence[bytes], Sequence[bytes]], bool] | None,
 ) -> str:
-    """``prev`` is (hash, time) of the block below; ``app_hashes`` the executed states."""
+    """``prev`` is (hash, time) of the block below; ``app_hashes`` the executed states;
+    ``txs_check(txs, hashes)`` says whether every transaction of the block is acceptable (the
+    node decides in what order to look: a known-bad one first)."""
     b, hd = pp.block, pp.block.header
     if prev is None:
         return WAIT
@@ -51,6 +53,6 @@ def judge_block(
     hashes = b.tx_hashes
     if len(set(hashes)) != len(hashes):
         return "a transaction appears twice in the block"
-    if tx_check is not None and not all(map(tx_check, b.txs, hashes)):
+    if txs_check is not None and not txs_check(b.txs, hashes):
         return "block holds an invalid transaction"
     return OK

@@ -18,7 +18,8 @@ primary collects 2f+1 and broadcasts a NewView from which every replica derives 
 re-proposals (:mod:`protocol.consensus.viewchange`). Timeouts back off exponentially while views
 fail. Checkpoints every K heights compare app hashes; a replica that sees f+1 checkpoints, a
 certificate, or commit traffic above its own height asks peers for the blocks it lacks and
-verifies each certificate before releasing them.
+verifies each certificate before releasing them (:mod:`protocol.consensus.catchup` keeps that
+bookkeeping).
 
 A peer's bad message is a :class:`Suspicion` output, never an exception.
 """
@@ -26,11 +27,12 @@ A peer's bad message is a :class:`Suspicion` output, never an exception.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from protocol.block import Block, CommitCertificate, CommitVote, InvalidCertificate, make_header
 from protocol.codec import CodecError, Message, decode, encode
+from protocol.consensus.catchup import CatchUp
 from protocol.consensus.checkpoints import CheckpointLog
 from protocol.consensus.config import ReplicaConfig
 from protocol.consensus.events import (
@@ -63,7 +65,6 @@ from protocol.consensus.journal import (
     vote_key,
 )
 from protocol.consensus.messages import (
-    MAX_BLOCKS_PER_RESPONSE,
     BlockRequest,
     BlockResponse,
     Checkpoint,
@@ -106,14 +107,14 @@ class Replica:
         config: ReplicaConfig,
         identity: Identity,
         restored: RestoredState | None = None,
-        tx_check: Callable[[bytes, bytes], bool] | None = None,
+        txs_check: Callable[[Sequence[bytes], Sequence[bytes]], bool] | None = None,
     ) -> None:
         if identity.public_key != config.validators[config.index]:
             raise ValueError("identity does not match validators[index]")
         self.cfg = config
         self.me = config.index
         self._id = identity
-        self._tx_check = tx_check
+        self._txs_check = txs_check
         r = restored or RestoredState()
         self.view = 0
         self.in_view_change = False
@@ -145,11 +146,7 @@ class Replica:
         self._vc_latest: dict[int, ViewChange] = {}
         self._new_view: NewView | None = None
         self._checkpoints = CheckpointLog(config.quorum, config.f, config.checkpoint_interval)
-        self._fetch_until = 0
-        self._ahead_votes: dict[int, int] = {}
-        self._served: dict[int, int] = {}
-        self._commit_at: dict[int, int] = {}
-        """Local time each recent height was committed here (a vote soon after is just late)."""
+        self._catchup = CatchUp(config)
         self._failed_views = 0
         self._view_timer_armed = False
         self._batch_timer_armed = False
@@ -176,7 +173,7 @@ class Replica:
     @property
     def catching_up(self) -> bool:
         """True while the replica fetches certified blocks it lacks."""
-        return self._fetch_until > self.committed_height
+        return self._catchup.behind(self.committed_height)
 
     def handle(self, event: Event) -> list[Output]:
         """Process one event; return what the driver must do, in order."""
@@ -368,7 +365,7 @@ class Replica:
                     executed_height=self.executed_height,
                     app_hashes=self._app_hashes,
                     now_ms=self._now,
-                    tx_check=self._tx_check,
+                    txs_check=self._txs_check,
                 )
                 if verdict == WAIT:
                     continue
@@ -529,7 +526,6 @@ class Replica:
         self.committed_time_ms = block.header.time_ms
         self.last_cert = cert
         self._committed_hashes[seq] = block.hash
-        self._commit_at[seq] = self._now
         self._hashes[seq] = (block.hash, block.header.time_ms)
         for h in block.tx_hashes:
             self._pending.pop(h, None)
@@ -546,9 +542,10 @@ class Replica:
             del self._votes[key]
             self._out.append(Persist(vote_key(*key), None))
         floor = seq - 4 * self.cfg.window
-        for table in (self._hashes, self._committed_hashes, self._commit_at):
+        for table in (self._hashes, self._committed_hashes):
             for old in [h for h in table if h < floor]:
                 del table[old]
+        self._catchup.committed(seq, self._now, floor)
         self._next_seq = max(self._next_seq, seq + 1)
         self._failed_views = 0
         self._view_timer_armed = False  # progress: restart the view timer below
@@ -626,7 +623,7 @@ class Replica:
             self._out.append(
                 SetTimer(TimerKind.EMPTY_BLOCK, self._now + self.cfg.empty_block_interval_ms)
             )
-        if not self._retransmit_armed and (busy or self._fetch_until > self.committed_height):
+        if not self._retransmit_armed and (busy or self.catching_up):
             self._retransmit_armed = True
             self._out.append(SetTimer(TimerKind.RETRANSMIT, self._now + self.cfg.retransmit_ms))
 
@@ -653,8 +650,8 @@ class Replica:
                 own = slot.commits.get(self._id.public_key)
                 if own is not None:
                     self._out.append(Broadcast(encode(own)))
-        if self._fetch_until > self.committed_height:
-            self._request_blocks(None, self._fetch_until)
+        if self.catching_up:
+            self._request_blocks(None, self._catchup.fetch_until)
 
     # --- view change -------------------------------------------------------------------------
 
@@ -826,72 +823,42 @@ class Replica:
         if outcome.diverged:
             self._suspect(cp.replica, "state-divergence", f"app hash at {cp.seq} differs from ours")
         if outcome.behind_to > self.committed_height:
-            self._fetch_until = max(self._fetch_until, outcome.behind_to)
+            self._catchup.fetch_to(outcome.behind_to)
             self._request_blocks(outcome.source, outcome.behind_to)
 
     def _note_ahead(self, sender: int, seq: int) -> None:
         """Votes above our window from f+1 replicas mean we are behind: fetch what we lack."""
-        if seq <= self.committed_height + self.cfg.window:
-            return
-        self._ahead_votes[sender] = max(self._ahead_votes.get(sender, 0), seq)
-        if len(self._ahead_votes) > self.cfg.f:
-            target = sorted(self._ahead_votes.values(), reverse=True)[self.cfg.f] - 1
-            self._ahead_votes.clear()
-            if target > self.committed_height:
-                self._fetch_until = max(self._fetch_until, target)
-                self._request_blocks(sender, target)
+        target = self._catchup.vote_ahead(sender, seq, self.committed_height)
+        if target is not None:
+            self._request_blocks(sender, target)
 
     def _learn_certified(self, cert: CommitCertificate, source: int | None) -> None:
         """A verified certificate above our height: remember its hash and fetch up to it."""
         self._hashes.setdefault(cert.height, (cert.block_hash, 0))
-        self._fetch_until = max(self._fetch_until, cert.height)
+        self._catchup.fetch_to(cert.height)
         self._request_blocks(source, cert.height)
 
     def _request_blocks(self, source: int | None, until: int) -> None:
-        start = self.committed_height + 1
-        if until < start:
+        req = self._catchup.request(self.committed_height, until)
+        if req is None:
             return
-        end = min(until, start + MAX_BLOCKS_PER_RESPONSE - 1)
-        req = encode(BlockRequest(start, end))
         if source is None or source == self.me:
-            self._out.append(Broadcast(req))
+            self._out.append(Broadcast(encode(req)))
         else:
-            self._out.append(Send(source, req))
+            self._out.append(Send(source, encode(req)))
 
     def _serve_lagging(self, sender: int, seq: int, *, certain: bool = False) -> None:
-        """A peer still voting on a height we committed is behind: send it the blocks.
-
-        Its votes lie within its window, so its own committed height is at least
-        ``seq - window``; serving from there covers whatever it lacks. At most once per
-        retransmit interval per peer (the peer's retransmissions bring us back here).
-        """
-        if seq > self.committed_height:
-            return
-        committed_at = self._commit_at.get(seq)
-        if (
-            not certain
-            and committed_at is not None
-            and self._now - committed_at < 2 * self.cfg.retransmit_ms
-        ):
-            return  # the last voters' votes arrive after the quorum's: late, not lagging
-        last = self._served.get(sender)
-        if last is not None and self._now - last < self.cfg.retransmit_ms:
-            return
-        self._served[sender] = self._now
-        start = seq if certain else max(1, seq - self.cfg.window)
-        self._out.append(
-            ServeBlocks(
-                sender, start, min(self.committed_height, start + MAX_BLOCKS_PER_RESPONSE - 1)
-            )
+        """A peer still voting on a height we committed is behind: send it the blocks."""
+        span = self._catchup.serve_lagging(
+            sender, seq, self.committed_height, self._now, certain=certain
         )
+        if span is not None:
+            self._out.append(ServeBlocks(sender, *span))
 
     def _on_block_request(self, sender: int, req: BlockRequest) -> None:
-        if req.from_height > self.committed_height:
-            return
-        to = min(
-            req.to_height, self.committed_height, req.from_height + MAX_BLOCKS_PER_RESPONSE - 1
-        )
-        self._out.append(ServeBlocks(sender, req.from_height, to))
+        span = self._catchup.serve_request(req, self.committed_height)
+        if span is not None:
+            self._out.append(ServeBlocks(sender, *span))
 
     def _on_block_response(self, sender: int, resp: BlockResponse) -> None:
         for cb in resp.blocks:
@@ -919,8 +886,8 @@ class Replica:
         self._retry_deferred()
         self._check_prepared(self.committed_height + 1)
         self._release_in_order()
-        if self._fetch_until > self.committed_height and resp.blocks:
-            self._request_blocks(sender, self._fetch_until)
+        if self.catching_up and resp.blocks:
+            self._request_blocks(sender, self._catchup.fetch_until)
         if self.is_primary:
             self._propose()
         self._arm_timers()

@@ -143,3 +143,21 @@ async def test_a_proposal_of_forged_transactions_costs_one_chunk_of_verification
     await m.precheck(block, [h256(t) for t in block])
     assert not m.tx_check(forged, h256(forged))  # the replica's check: refused, remembered
     assert m.metrics.verified._value.get() == VERIFY_CHUNK
+
+
+async def test_a_known_forged_transaction_refuses_the_block_before_any_other_is_verified() -> None:
+    """A faulty primary may put many fresh transactions before one already refused here: the
+    replica's block check refuses the block at once instead of verifying the fresh ones on the
+    node's main thread."""
+    m = pool(max_txs=5000)
+    good = [tx(i) for i in range(50)]
+    forged = good[0][:-1] + bytes([good[0][-1] ^ 1])
+    await m.admit([forged], local=False)  # refused, remembered
+    before = m.metrics.verified._value.get()
+    block = [*good[1:], forged]
+    hashes = [h256(t) for t in block]
+    await m.precheck(block, hashes)
+    assert not m.block_check(block, hashes)
+    assert m.metrics.verified._value.get() == before
+    # An honest block of the fresh ones passes.
+    assert m.block_check(good[1:], [h256(t) for t in good[1:]])

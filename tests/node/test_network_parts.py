@@ -83,6 +83,21 @@ def test_transaction_batches_never_push_consensus_frames_out_of_a_slow_peers_buf
     # every peer's queue stops growing at the batches' budget (plus the one that crossed it)
     for peer in (1, 2, 3):
         assert net._out[peer].bytes <= TX_BATCH_UNACKED_BYTES + 2 * len(batch)
-    assert net.metrics.p2p_dropped._value.get() > 0
+    assert net.metrics.p2p_tx_batches_skipped._value.get() > 0
+    assert net.metrics.p2p_dropped._value.get() == 0
     # no consensus frame was dropped: the first one is still queued
     assert net._out[1].frames[0][0] == 1
+
+
+def test_many_small_transaction_batches_stop_at_their_share_of_the_frame_limit() -> None:
+    """At low load batches are small: the frame count, not the bytes, must stop them."""
+    from node.network import MAX_UNACKED_FRAMES, TX_BATCH_UNACKED_FRAMES  # noqa: PLC0415
+
+    net = network()
+    net.send(1, b"consensus")
+    for _ in range(MAX_UNACKED_FRAMES):
+        net.broadcast(b"small batch", "tx_batch")
+    assert len(net._out[1].frames) <= TX_BATCH_UNACKED_FRAMES + 1
+    assert net.metrics.p2p_tx_batches_skipped._value.get() > 0
+    assert net.metrics.p2p_dropped._value.get() == 0
+    assert net._out[1].frames[0][0] == 1  # the consensus frame is still queued
