@@ -101,3 +101,25 @@ def test_many_small_transaction_batches_stop_at_their_share_of_the_frame_limit()
     assert net.metrics.p2p_tx_batches_skipped._value.get() > 0
     assert net.metrics.p2p_dropped._value.get() == 0
     assert net._out[1].frames[0][0] == 1  # the consensus frame is still queued
+
+
+def test_waiting_transactions_leave_with_the_next_consensus_broadcast() -> None:
+    """Transactions queued a while go out just before a consensus message -- in the same write
+    -- rather than on their own at the spreading timer; fresh ones wait for the timer."""
+    from node.network import TX_PIGGYBACK_AFTER_S  # noqa: PLC0415
+    from protocol.codec import decode  # noqa: PLC0415
+    from protocol.wire import TxBatch  # noqa: PLC0415
+
+    net = network()
+    net.gossip_txs([b"fresh tx"])
+    net.broadcast(b"vote 1")
+    assert [len(net._out[i].frames) for i in (1, 2, 3)] == [1, 1, 1]  # the vote alone
+    net._gossip_since -= 2 * TX_PIGGYBACK_AFTER_S  # now it has waited
+    net.broadcast(b"vote 2")
+    for i in (1, 2, 3):
+        frames = [decode(data[4:], StreamFrame).payload for _, data in net._out[i].frames]
+        assert frames[0] == b"vote 1" and frames[2] == b"vote 2"
+        assert decode(frames[1], TxBatch).txs == (b"fresh tx",)
+    assert not net._gossip_out
+    net.broadcast(b"vote 3", "lookup")  # only consensus broadcasts carry them
+    assert len(net._out[1].frames) == 4
