@@ -31,6 +31,7 @@ measured behaviour):
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import secrets
@@ -502,9 +503,10 @@ class PeerNetwork:
             if out.frames and out.frames[-1][0] > out.sent_upto:
                 chunk: list[bytes] = []
                 size = 0
-                for seq, data in out.frames:
-                    if seq <= out.sent_upto:
-                        continue
+                # Sequence numbers in the queue are consecutive: skip the sent ones by position
+                # rather than scanning the frames kept for resending.
+                first = max(0, len(out.frames) - (out.frames[-1][0] - out.sent_upto))
+                for seq, data in itertools.islice(out.frames, first, None):
                     chunk.append(data)
                     size += len(data)
                     out.sent_upto = seq

@@ -123,3 +123,41 @@ def test_waiting_transactions_leave_with_the_next_consensus_broadcast() -> None:
     assert not net._gossip_out
     net.broadcast(b"vote 3", "lookup")  # only consensus broadcasts carry them
     assert len(net._out[1].frames) == 4
+
+
+async def test_the_writer_sends_exactly_the_unsent_frames_in_order() -> None:
+    """Frames kept for resending are skipped by position; after a reconnect (or frames dropped
+    at the front) everything still queued goes out again, in order."""
+    import trio  # noqa: PLC0415
+
+    class Stream:
+        def __init__(self) -> None:
+            self.writes: list[bytes] = []
+
+        async def write(self, data: bytes) -> None:
+            self.writes.append(data)
+
+    net = network()
+    out = net._out[1]
+    for i in range(10):
+        net.send(1, b"m%d" % i)
+    datas = [data for _, data in out.frames]
+
+    async def one_write(sent_upto: int) -> bytes:
+        out.sent_upto = sent_upto
+        stream = Stream()
+        with trio.move_on_after(0.5):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(net._write_frames, out, stream)
+                while not stream.writes:
+                    await trio.sleep(0)
+                nursery.cancel_scope.cancel()
+        assert len(stream.writes) == 1
+        return stream.writes[0]
+
+    assert await one_write(6) == b"".join(datas[6:])  # sent up to seq 6: seqs 7..10
+    assert out.sent_upto == 10
+    assert await one_write(0) == b"".join(datas)  # a reconnect: all of them
+    out.frames.popleft()
+    out.frames.popleft()  # the two oldest dropped, unsent
+    assert await one_write(0) == b"".join(datas[2:])
