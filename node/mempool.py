@@ -203,7 +203,7 @@ class Mempool:
 
     async def precheck(self, txs: Sequence[bytes], hashes: Sequence[bytes]) -> None:
         """Verify, in worker threads, the transactions of a proposal not checked here
-        yet, and remember the good ones (the replica's :meth:`tx_check` then finds them).
+        yet, and remember the good ones (the replica's :meth:`block_check` then finds them).
 
         One bad transaction makes the replica refuse the whole proposal, so the check stops
         after the chunk holding the first refusal (or at once, for one refused before): a faulty
@@ -289,10 +289,14 @@ class Mempool:
                     self._remember_verified(h, decoded)
                 elif verdict is not None:
                     refused = True
-                    self._refused[h] = verdict
-                    while len(self._refused) > REFUSALS_KEPT:
-                        self._refused.popitem(last=False)
+                    self._remember_refused(h, verdict)
         return refused
+
+    def _remember_refused(self, h: bytes, verdict: tuple[str, str]) -> None:
+        """Stateless verdicts only (a pure function of the bytes, hence of the hash)."""
+        self._refused[h] = verdict
+        while len(self._refused) > REFUSALS_KEPT:
+            self._refused.popitem(last=False)
 
     def _remember_verified(self, h: bytes, tx: Transaction) -> None:
         self._verified[h] = tx
@@ -317,7 +321,8 @@ class Mempool:
         self.metrics.verified.inc()
         try:
             decoded = check_tx(self.chain_id, tx)
-        except TxRejected:
+        except TxRejected as exc:
+            self._remember_refused(h, (exc.code, exc.detail))
             return False
         self._remember_verified(h, decoded)
         return True

@@ -161,3 +161,15 @@ async def test_a_known_forged_transaction_refuses_the_block_before_any_other_is_
     assert m.metrics.verified._value.get() == before
     # An honest block of the fresh ones passes.
     assert m.block_check(good[1:], [h256(t) for t in good[1:]])
+
+
+def test_a_refusal_on_the_replicas_own_check_is_remembered() -> None:
+    """A proposal checked without the pre-check (a NewView's re-proposals) costs one
+    verification of a bad transaction, not one each time it comes round."""
+    m = pool()
+    good = tx(1)
+    forged = good[:-1] + bytes([good[-1] ^ 1])
+    h = h256(forged)
+    assert not m.block_check([forged], [h])
+    assert not m.block_check([good, forged], [h256(good), h])
+    assert m.metrics.verified._value.get() == 1

@@ -161,3 +161,15 @@ async def test_the_writer_sends_exactly_the_unsent_frames_in_order() -> None:
     out.frames.popleft()
     out.frames.popleft()  # the two oldest dropped, unsent
     assert await one_write(0) == b"".join(datas[2:])
+
+
+def test_a_large_transaction_queue_does_not_hold_a_consensus_message_back() -> None:
+    """Only a queue that fits in the same write rides with a consensus broadcast; a larger one
+    (a burst) waits for the spreading timer."""
+    from node.network import TX_PIGGYBACK_AFTER_S, WRITE_CHUNK_BYTES  # noqa: PLC0415
+
+    net = network()
+    net.gossip_txs([bytes(60_000)] * (WRITE_CHUNK_BYTES // 60_000 + 1))
+    net._gossip_since -= 2 * TX_PIGGYBACK_AFTER_S
+    net.broadcast(b"vote")
+    assert len(net._out[1].frames) == 1 and net._gossip_out  # the vote alone, the queue kept

@@ -29,8 +29,9 @@ REGRESSION_SEEDS: list[tuple[str, str, int, int, int]] = [
     # Replica of 14:27 (fixed 14:45), found by `bench.simulate_many --start 1000 --seeds 3000`:
     # node 1 ends at height 22 (others 28) in a lone view change: its commit votes for 23 were
     # lost, peers answered its retransmitted votes for 24/27 with blocks from 24/27 (it needs
-    # 23, so it drops them), and `Replica._served` then stopped them serving it again: it was
-    # cleared only in `_retransmit`, which an idle replica never runs. Liveness only.
+    # 23, so it drops them), and `Replica._served` (now `CatchUp._served`) then stopped them
+    # serving it again: it was cleared only in `_retransmit`, which an idle replica never runs.
+    # Liveness only.
     ("lost-block-response-never-served-again", "drop", 4, 2899, 30),
 ]
 
