@@ -318,11 +318,10 @@ class Mempool:
             return True
         if h in self._refused:
             return False
-        self.metrics.verified.inc()
-        try:
-            decoded = check_tx(self.chain_id, tx)
-        except TxRejected as exc:
-            self._remember_refused(h, (exc.code, exc.detail))
+        ((verdict, decoded),) = self._check_many([tx])
+        if decoded is None:
+            if verdict is not None:
+                self._remember_refused(h, verdict)
             return False
         self._remember_verified(h, decoded)
         return True
