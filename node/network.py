@@ -58,6 +58,7 @@ from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 from libp2p.tools.anyio_service import background_trio_service
 
+from node import yamux_credit
 from node.framing import FrameBuffer, FrameTooLarge, frame
 from node.metrics import NodeMetrics
 from node.ratelimit import TokenBucket
@@ -77,11 +78,9 @@ from protocol.wire import (
 
 log = logging.getLogger("creditnet.p2p")
 
-# py-libp2p's Yamux (read at call time) by default answers every read with a WINDOW_UPDATE frame:
-# one more encrypted frame and syscall for each message received. Go-yamux's behaviour -- credit
-# released once half the window is consumed -- halves the frames at no cost in throughput (the
-# window stays far above our frame limit). An operator's own setting wins.
-os.environ.setdefault("PY_YAMUX_RELEASE_ON_READ", "0")
+# py-libp2p's Yamux sends a WINDOW_UPDATE on about every other read: one more encrypted frame
+# and syscall each way for a message received. Credit goes back as go-yamux returns it instead.
+yamux_credit.install()
 
 CONSENSUS_PROTOCOL = TProtocol("/creditnet/consensus/1.0.0")
 MAX_UNACKED_FRAMES = 10_000
