@@ -206,6 +206,7 @@ def _compile_pending() -> None:
                 dec, enc = _converter(hints[f.name], f"{cls.__name__}.{f.name}")
                 fields.append((f.name, dec, enc))
             cls._FIELDS = tuple(fields)
+            _FAST[cls.TAG] = _fast_decoder(cls, hints)
             _PENDING.pop()
 
 
@@ -360,6 +361,132 @@ def _message_converter(allowed: tuple[type[Message], ...]) -> tuple[_Conv, _Conv
     return dec_msg, enc_msg
 
 
+# --- the fast decoder -----------------------------------------------------------------------
+#
+# Decoding is on every hot path (each transaction on each node, ledger state reads, consensus
+# messages). The checked path above converts field by field through closures that carry a field
+# path for error messages; the fast decoder is generated per class, with the same checks inlined
+# and no paths. It only ever *accepts* or gives up: on anything it does not accept (or any
+# error at all) ``decode`` runs the checked path, which refuses with the message naming the
+# field. A test decodes every kind of message, valid and mutated, both ways.
+
+
+class _Slow(Exception):
+    """The fast decoder gives up; the checked path decides (and names what is wrong)."""
+
+
+_SLOW = _Slow  # raised as a class: a fresh instance each time (threads decode too)
+_FAST: dict[int, Callable[[list[Any], int], Message]] = {}
+
+
+def _fast_message(allowed: frozenset[int]) -> Callable[[Any, int], Message]:
+    """Decoder of a nested message whose tag is one of ``allowed``; ``depth`` is its own."""
+
+    def dec(v: Any, depth: int) -> Message:
+        if type(v) is not list or not v:
+            raise _SLOW
+        tag = v[0]
+        if type(tag) is not int or tag not in allowed:
+            raise _SLOW
+        return _FAST[tag](v, depth)
+
+    return dec
+
+
+def _fast_field(tp: Any, src: str, depth: str, ns: dict[str, Any], out: list[str]) -> None:
+    """Append lines that check ``src`` (a field value of type ``tp``) as the checked path does
+    and rebind it to the decoded value; ``depth`` is the owning message's depth expression."""
+    meta: tuple[Any, ...] = ()
+    if typing.get_origin(tp) is typing.Annotated:
+        meta = tp.__metadata__
+        tp = typing.get_args(tp)[0]
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        inner: list[str] = []
+        if all(isinstance(a, type) and issubclass(a, Message) for a in args):
+            name = f"_m{len(ns)}"
+            ns[name] = _fast_message(frozenset(a.TAG for a in args))
+            inner.append(f"{src} = {name}({src}, {depth} + 1)")
+        else:
+            one = typing.Annotated[(args[0], *meta)] if meta else args[0]
+            _fast_field(one, src, depth, ns, inner)
+        if len(args) != len(typing.get_args(tp)):  # None allowed
+            out.append(f"if {src} is not None:")
+            out.extend("    " + line for line in inner)
+        else:
+            out.extend(inner)
+        return
+    if origin is tuple:
+        limit = next(m.n for m in meta if isinstance(m, MaxItems))
+        name = f"_t{len(ns)}"
+        ns[name] = _fast_item(typing.get_args(tp)[0])
+        out.append(f"if type({src}) is not list or len({src}) > {limit}: raise _SLOW")
+        out.append(f"{src} = tuple([{name}(_e, {depth} + 1) for _e in {src}])")
+        return
+    if isinstance(tp, type) and issubclass(tp, Message):
+        name = f"_m{len(ns)}"
+        ns[name] = _fast_message(frozenset((tp.TAG,)))
+        out.append(f"{src} = {name}({src}, {depth} + 1)")
+        return
+    if isinstance(tp, type) and issubclass(tp, enum.IntEnum):
+        name = f"_e{len(ns)}"
+        ns[name] = dict(tp._value2member_map_)
+        out.append(f"if type({src}) is not int: raise _SLOW")
+        out.append(f"{src} = {name}[{src}]")  # KeyError: not a member -> the checked path
+        return
+    if tp is bool:
+        out.append(f"if type({src}) is not bool: raise _SLOW")
+        return
+    if tp is int:
+        rng = next((m for m in meta if isinstance(m, Range)), Range(0, UINT64_MAX))
+        out.append(f"if type({src}) is not int or not {rng.lo} <= {src} <= {rng.hi}: raise _SLOW")
+        return
+    if tp is bytes:
+        size = next((m.n for m in meta if isinstance(m, Size)), None)
+        maxlen = next((m.n for m in meta if isinstance(m, MaxLen)), MAX_BIN_LEN)
+        cond = f"type({src}) is not bytes or len({src}) > {maxlen}"
+        if size is not None:
+            cond += f" or len({src}) != {size}"
+        out.append(f"if {cond}: raise _SLOW")
+        return
+    if tp is str:
+        maxlen = next((m.n for m in meta if isinstance(m, MaxLen)), 256)
+        out.append(f"if type({src}) is not str or len({src}) > {maxlen}: raise _SLOW")
+        return
+    raise TypeError(f"unsupported field type {tp!r}")  # the checked path refused it first
+
+
+def _fast_item(tp: Any) -> Callable[[Any, int], Any]:
+    """Decoder of one item of a ``tuple[T, ...]`` field (``depth`` as the checked path's)."""
+    ns: dict[str, Any] = {"_SLOW": _SLOW}
+    lines: list[str] = []
+    _fast_field(tp, "v", "depth", ns, lines)  # called with the owner's depth + 1, as checked
+    body = "\n".join("    " + line for line in lines)
+    exec(f"def item(v, depth):\n{body}\n    return v\n", ns)  # source generated above
+    return typing.cast(Callable[[Any, int], Any], ns["item"])
+
+
+def _fast_decoder(cls: type[Message], hints: dict[str, Any]) -> Callable[[list[Any], int], Message]:
+    """The generated decoder of ``cls`` from its msgpack array (tag already checked)."""
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    ns: dict[str, Any] = {"_SLOW": _SLOW, "_cls": cls, "_MAX_DEPTH": MAX_DEPTH}
+    lines = [f"if depth > _MAX_DEPTH or len(v) != {len(names) + 1}: raise _SLOW"]
+    args = []
+    for i, name in enumerate(names, 1):
+        var = f"f{i}"
+        lines.append(f"{var} = v[{i}]")
+        _fast_field(hints[name], var, "depth", ns, lines)
+        args.append(var)
+    lines.append(f"obj = _cls({', '.join(args)})")
+    if cls.check is not Message.check:
+        lines.append("obj.check()")
+    lines.append("return obj")
+    body = "\n".join("    " + line for line in lines)
+    exec(f"def dec(v, depth):\n{body}\n", ns)  # source generated above from the field types
+    return typing.cast(Callable[[list[Any], int], Message], ns["dec"])
+
+
 def _kind(v: Any) -> str:
     if isinstance(v, list):
         return "an array"
@@ -472,11 +599,20 @@ def decode(
     except (ValueError, msgpack.UnpackException, TypeError, RecursionError) as exc:
         raise CodecError(f"malformed msgpack: {exc}") from None
     name = expected.__name__ if expected is not None else ""
-    try:
-        obj = _decode_value(raw, None, 0)  # no field paths on the way (see _encode_tree)
-    except CodecError:
-        _decode_value(raw, name, 0)  # the same failure again, its message naming the field
-        raise
+    obj: Message | None = None
+    if type(raw) is list and raw and type(raw[0]) is int:
+        fast = _FAST.get(raw[0])
+        if fast is not None:
+            try:
+                obj = fast(raw, 0)
+            except Exception:  # anything it does not accept: the checked path decides
+                obj = None
+    if obj is None:
+        try:
+            obj = _decode_value(raw, None, 0)  # no field paths on the way (see _encode_tree)
+        except CodecError:
+            _decode_value(raw, name, 0)  # the same failure again, its message naming the field
+            raise
     if expected is not None and not isinstance(obj, expected):
         raise CodecError(f"expected {expected.__name__}, got {type(obj).__name__}")
     # The decoded tree re-packs to the input only if the input used msgpack's shortest forms;

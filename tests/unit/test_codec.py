@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import enum
+import types
+import typing
 
 import msgpack
 import pytest
@@ -12,7 +16,9 @@ from hypothesis import strategies as st
 from protocol import codec
 from protocol.block import Block, CommitCertificate
 from protocol.codec import CodecError, decode, encode, registered
+from protocol.crypto import Identity
 from protocol.transactions import Deposit, Transaction, decode_tx
+from protocol.wire import StreamAck
 from tests.message_strategies import any_message, message_strategy
 
 FUZZ = settings(max_examples=10_000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -87,6 +93,178 @@ def test_well_formed_msgpack_with_valid_tags_raises_only_codec_error(
 ) -> None:  # type: ignore[type-arg]
     with contextlib.suppress(CodecError):
         decode(msgpack.packb([tag, *fields], use_bin_type=True))
+
+
+def _checked(tree: object) -> object:
+    """What the checked (field-by-field) path decodes ``tree`` to; None when it refuses."""
+    try:
+        return codec._decode_value(tree, None, 0)  # type: ignore[arg-type]
+    except CodecError:
+        return None
+
+
+def _fast(tree: object) -> object:
+    """What the generated fast decoder makes of ``tree``; None when it gives up."""
+    if not isinstance(tree, list) or not tree or type(tree[0]) is not int:
+        return None
+    fast = codec._FAST.get(tree[0])
+    try:
+        return None if fast is None else fast(tree, 0)
+    except Exception:
+        return None
+
+
+def _bounds() -> tuple[list[int], list[int]]:
+    """Every integer bound and every length limit declared on a registered field."""
+    ints: set[int] = {0, -1, 1, 2**63, 2**64 - 1, 2**64}
+    lengths: set[int] = {0, 1}
+
+    def walk(tp: object) -> None:
+        for m in getattr(tp, "__metadata__", ()):
+            if isinstance(m, codec.Range):
+                ints.update({m.lo - 1, m.lo, m.hi, m.hi + 1})
+            elif isinstance(m, codec.Size | codec.MaxLen | codec.MaxItems):
+                lengths.update({m.n - 1, m.n, m.n + 1})
+        for arg in typing.get_args(tp):
+            walk(arg)
+
+    for cls in registered().values():
+        for tp in typing.get_type_hints(cls, include_extras=True).values():
+            walk(tp)
+    return sorted(ints), sorted(n for n in lengths if 0 <= n <= 2 * codec.MAX_MESSAGE_BYTES)
+
+
+_INTS, _LENGTHS = _bounds()
+_ITEMS = [n for n in _LENGTHS if n <= 5000]  # longer arrays: the same checks, only slower
+
+
+def _near(v: object) -> st.SearchStrategy[object]:
+    """Values a field holding ``v`` would refuse or only just accept: bounds, lengths, types."""
+    alike: st.SearchStrategy[object]
+    if type(v) is int:
+        alike = st.sampled_from([*_INTS, v - 1, v + 1, True])
+    elif type(v) is bool:
+        alike = st.sampled_from([int(v), not v, None])
+    elif type(v) is bytes:
+        alike = st.sampled_from(_LENGTHS).map(bytes) | st.just(v.decode("latin-1"))
+    elif type(v) is str:
+        alike = st.sampled_from(_LENGTHS).map(lambda n: "é" * n) | st.just(v.encode())
+    elif isinstance(v, list):
+        alike = st.sampled_from([[], v + v, v[:-1], v[:1], None, [v], [2**64]])
+        alike |= st.sampled_from(_ITEMS).map(lambda n: v[:1] * n)
+    else:
+        alike = st.sampled_from([0, b"", "", [], False])
+    return alike | _tree
+
+
+def _paths(tree: object, at: tuple[int, ...] = ()) -> list[tuple[int, ...]]:
+    out = [at]
+    if isinstance(tree, list):
+        for i, item in enumerate(tree):
+            out += _paths(item, (*at, i))
+    return out
+
+
+@settings(max_examples=4000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(any_message(), st.data())
+def test_the_fast_decoder_accepts_exactly_what_the_checked_path_accepts(
+    msg: codec.Message, data: st.DataObject
+) -> None:
+    tree = msgpack.unpackb(encode(msg), raw=False)
+    assert _fast(tree) == msg == _checked(tree)
+    for _ in range(data.draw(st.integers(1, 2))):
+        path = data.draw(st.sampled_from(_paths(tree)[1:]))
+        parent = tree
+        for i in path[:-1]:
+            parent = parent[i]
+        op = data.draw(st.sampled_from(["replace", "replace", "replace", "drop", "repeat"]))
+        if op == "replace":
+            parent[path[-1]] = data.draw(_near(parent[path[-1]]))
+        elif op == "drop":
+            del parent[path[-1]]
+        else:
+            parent.insert(path[-1], parent[path[-1]])
+    slow = _checked(tree)
+    fast = _fast(tree)
+    assert fast == slow
+    assert type(fast) is type(slow)
+
+
+def _edges(tp: object, v: object) -> list[object]:
+    """Values just inside and just outside what a field of type ``tp`` (holding ``v``) takes."""
+    meta = getattr(tp, "__metadata__", ())
+    base = typing.get_args(tp)[0] if meta else tp
+    out: list[object] = [None, True, [], "x", b"x", 7, *_OTHER_MESSAGES]
+    for m in meta:
+        if isinstance(m, codec.Range):
+            out += [m.lo - 1, m.lo, m.hi, m.hi + 1]
+        elif isinstance(m, codec.Size | codec.MaxLen):
+            for n in (m.n - 1, m.n, m.n + 1):
+                out += [bytes(n), "é" * n] if n >= 0 else []
+        elif isinstance(m, codec.MaxItems) and isinstance(v, list) and v and m.n <= 5000:
+            out += [v[:1] * m.n, v[:1] * (m.n + 1)]
+    if isinstance(base, type) and issubclass(base, enum.IntEnum):
+        out += [max(base) + 1, -1, min(base)]
+    if base is int and not meta:
+        out += [-1, 2**64 - 1, 2**64]
+    if isinstance(v, list) and v:
+        out += [v[:-1], [*v, v[-1]], [2**64, *v[1:]], [True, *v[1:]]]
+    return out
+
+
+def _typed_paths(tree: object, tp: object, at: tuple[int, ...] = ()) -> list[tuple]:  # type: ignore[type-arg]
+    """(path, declared type) of every value in ``tree``, a decoded message of type ``tp``."""
+    out: list[tuple] = [(at, tp)]  # type: ignore[type-arg]
+    base = typing.get_args(tp)[0] if hasattr(tp, "__metadata__") else tp
+    if typing.get_origin(base) in (typing.Union, types.UnionType):
+        if tree is None:
+            return out
+        base = next(a for a in typing.get_args(base) if a is not type(None))
+    if typing.get_origin(base) is tuple and isinstance(tree, list):
+        for i, item in enumerate(tree):
+            out += _typed_paths(item, typing.get_args(base)[0], (*at, i))
+    elif isinstance(tree, list) and tree and type(tree[0]) is int and tree[0] in registered():
+        cls = registered()[tree[0]]
+        hints = typing.get_type_hints(cls, include_extras=True)
+        for i, f in enumerate(dataclasses.fields(cls), 1):  # type: ignore[arg-type]
+            if i < len(tree):
+                out += _typed_paths(tree[i], hints[f.name], (*at, i))
+    return out
+
+
+_OTHER_MESSAGES = [  # valid messages of other kinds: a field must take only the kinds it declares
+    msgpack.unpackb(encode(StreamAck(1, 2)), raw=False),
+    msgpack.unpackb(encode(Deposit(bytes(32), 5)), raw=False),
+]
+
+
+@pytest.mark.parametrize("cls", list(registered().values()), ids=lambda c: c.__name__)
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_the_fast_decoder_agrees_with_the_checked_path_at_every_field_bound(
+    cls: type[codec.Message], data: st.DataObject
+) -> None:
+    msg = data.draw(message_strategy(cls))
+    tree = msgpack.unpackb(encode(msg), raw=False)
+    for path, tp in _typed_paths(tree, type(msg))[1:]:
+        parent = tree
+        for i in path[:-1]:
+            parent = parent[i]
+        kept = parent[path[-1]]
+        for edge in _edges(tp, kept):
+            parent[path[-1]] = edge
+            slow, fast = _checked(tree), _fast(tree)
+            assert fast == slow and type(fast) is type(slow), (path, edge)
+        parent[path[-1]] = kept
+
+
+def test_the_fast_decoder_gives_up_on_what_it_cannot_take_and_decode_names_the_field() -> None:
+    signer = Identity(bytes([1]) * 32)
+    tx = msgpack.unpackb(encode(Transaction.sign(signer, "c", Deposit(signer.public_key, 5), 1)))
+    tx[1][2] = -5  # Deposit.amount below its range
+    assert _fast(tx) is None
+    with pytest.raises(CodecError, match=r"Transaction\.body\.amount"):
+        decode(msgpack.packb(tx, use_bin_type=True))
 
 
 def test_non_canonical_integer_is_refused(sample_tx: Transaction) -> None:
