@@ -207,6 +207,7 @@ def _compile_pending() -> None:
                 fields.append((f.name, dec, enc))
             cls._FIELDS = tuple(fields)
             _FAST[cls.TAG] = _fast_decoder(cls, hints)
+            _FAST_ENC[cls.TAG] = _fast_encoder(cls, hints)
             _PENDING.pop()
 
 
@@ -487,6 +488,99 @@ def _fast_decoder(cls: type[Message], hints: dict[str, Any]) -> Callable[[list[A
     return typing.cast(Callable[[list[Any], int], Message], ns["dec"])
 
 
+# --- the fast encoder: the same idea for encoding (state writes, signed payloads, messages) --
+
+_FAST_ENC: dict[int, Callable[[Any, int, bool], list[Any]]] = {}
+
+
+def _fast_enc_message(allowed: tuple[type[Message], ...]) -> Callable[[Any, int, bool], Any]:
+    """Encoder of a nested message of one of the ``allowed`` classes; ``depth`` is its own."""
+
+    def enc(v: Any, depth: int, check: bool) -> Any:
+        if not isinstance(v, allowed):
+            raise _SLOW
+        return _FAST_ENC[v.TAG](v, depth, check)
+
+    return enc
+
+
+def _fast_enc_field(tp: Any, src: str, depth: str, ns: dict[str, Any], out: list[str]) -> None:
+    """Append lines that check ``src`` as the checked encoder does and rebind it to its msgpack
+    value; ``depth`` is the owning message's depth expression."""
+    meta: tuple[Any, ...] = ()
+    if typing.get_origin(tp) is typing.Annotated:
+        meta = tp.__metadata__
+        tp = typing.get_args(tp)[0]
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        inner: list[str] = []
+        if all(isinstance(a, type) and issubclass(a, Message) for a in args):
+            name = f"_m{len(ns)}"
+            ns[name] = _fast_enc_message(tuple(args))
+            inner.append(f"{src} = {name}({src}, {depth} + 1, check)")
+        else:
+            one = typing.Annotated[(args[0], *meta)] if meta else args[0]
+            _fast_enc_field(one, src, depth, ns, inner)
+        if len(args) != len(typing.get_args(tp)):  # None allowed
+            out.append(f"if {src} is not None:")
+            out.extend("    " + line for line in inner)
+        else:
+            out.extend(inner)
+        return
+    if origin is tuple:
+        limit = next(m.n for m in meta if isinstance(m, MaxItems))
+        name = f"_t{len(ns)}"
+        ns[name] = _fast_enc_item(typing.get_args(tp)[0])
+        out.append(f"if not isinstance({src}, _seq) or len({src}) > {limit}: raise _SLOW")
+        out.append(f"{src} = [{name}(_e, {depth} + 1, check) for _e in {src}]")
+        return
+    if isinstance(tp, type) and issubclass(tp, Message):
+        name = f"_m{len(ns)}"
+        ns[name] = _fast_enc_message((tp,))
+        out.append(f"{src} = {name}({src}, {depth} + 1, check)")
+        return
+    if isinstance(tp, type) and issubclass(tp, enum.IntEnum):
+        name = f"_e{len(ns)}"
+        ns[name] = tp
+        out.append(f"if not isinstance({src}, {name}): raise _SLOW")
+        out.append(f"{src} = int({src})")
+        return
+    # The scalars: the very checks of the decoder (the checked path shares one for both ways).
+    _fast_field(typing.Annotated[(tp, *meta)] if meta else tp, src, depth, ns, out)
+
+
+def _fast_enc_item(tp: Any) -> Callable[[Any, int, bool], Any]:
+    """Encoder of one item of a ``tuple[T, ...]`` field (``depth`` as the checked path's)."""
+    ns: dict[str, Any] = {"_SLOW": _SLOW, "_seq": (tuple, list)}
+    lines: list[str] = []
+    _fast_enc_field(tp, "v", "depth", ns, lines)
+    body = "\n".join("    " + line for line in lines)
+    exec(f"def item(v, depth, check):\n{body}\n    return v\n", ns)  # source generated above
+    return typing.cast(Callable[[Any, int, bool], Any], ns["item"])
+
+
+def _fast_encoder(
+    cls: type[Message], hints: dict[str, Any]
+) -> Callable[[Any, int, bool], list[Any]]:
+    """The generated encoder of ``cls`` into its msgpack array."""
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    ns: dict[str, Any] = {"_SLOW": _SLOW, "_MAX_DEPTH": MAX_DEPTH, "_seq": (tuple, list)}
+    lines = ["if depth > _MAX_DEPTH: raise _SLOW"]
+    args = []
+    for i, name in enumerate(names, 1):
+        var = f"f{i}"
+        lines.append(f"{var} = obj.{name}")
+        _fast_enc_field(hints[name], var, "depth", ns, lines)
+        args.append(var)
+    if cls.check is not Message.check:
+        lines.append("if check: obj.check()")
+    lines.append(f"return [{cls.TAG}, {', '.join(args)}]")
+    body = "\n".join("    " + line for line in lines)
+    exec(f"def enc(obj, depth, check):\n{body}\n", ns)  # source generated above
+    return typing.cast(Callable[[Any, int, bool], list[Any]], ns["enc"])
+
+
 def _kind(v: Any) -> str:
     if isinstance(v, list):
         return "an array"
@@ -559,6 +653,12 @@ def encode(obj: Message, *, check: bool = True) -> bytes:
 def _encode_tree(obj: Message, check: bool) -> list[Any]:
     """The msgpack tree of ``obj``. The first pass builds no field paths (they cost more than
     the conversion itself); only a failure is repeated with them, for its message."""
+    fast = _FAST_ENC.get(obj.TAG)
+    if fast is not None:
+        try:
+            return fast(obj, 0, check)
+        except Exception:  # anything it does not take: the checked path decides
+            pass
     try:
         return _encode_value(obj, None, 0, check)
     except CodecError:

@@ -258,6 +258,56 @@ def test_the_fast_decoder_agrees_with_the_checked_path_at_every_field_bound(
         parent[path[-1]] = kept
 
 
+def _enc_checked(obj: object, check: bool) -> object:
+    try:
+        return codec._encode_value(obj, None, 0, check)  # type: ignore[arg-type]
+    except CodecError:
+        return None
+
+
+def _enc_fast(obj: object, check: bool) -> object:
+    fast = codec._FAST_ENC.get(getattr(obj, "TAG", -1))
+    try:
+        return None if fast is None else fast(obj, 0, check)
+    except Exception:
+        return None
+
+
+_OTHER_OBJECTS = [StreamAck(1, 2), Deposit(bytes(32), 5)]
+
+
+def _variants(obj: codec.Message) -> typing.Iterator[codec.Message]:
+    """``obj`` with one field, at any depth, set to a value at or past its declared bounds."""
+    hints = typing.get_type_hints(type(obj), include_extras=True)
+    for f in dataclasses.fields(obj):  # type: ignore[arg-type]
+        v = getattr(obj, f.name)
+        as_tree = list(v) if isinstance(v, tuple) else v
+        for edge in [*_edges(hints[f.name], as_tree), *_OTHER_OBJECTS, (), (v,), [v]]:
+            yield dataclasses.replace(obj, **{f.name: edge})  # type: ignore[type-var]
+        if isinstance(edge := v, codec.Message):
+            for inner in _variants(edge):
+                yield dataclasses.replace(obj, **{f.name: inner})  # type: ignore[type-var]
+        elif isinstance(v, tuple) and v and isinstance(v[0], codec.Message):
+            for inner in _variants(v[0]):
+                yield dataclasses.replace(obj, **{f.name: (inner, *v[1:])})  # type: ignore[type-var]
+
+
+@pytest.mark.parametrize("cls", list(registered().values()), ids=lambda c: c.__name__)
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_the_fast_encoder_agrees_with_the_checked_path_at_every_field_bound(
+    cls: type[codec.Message], data: st.DataObject
+) -> None:
+    msg = data.draw(message_strategy(cls))
+    for check in (True, False):
+        assert _enc_fast(msg, check) == _enc_checked(msg, check) is not None
+        for variant in _variants(msg):
+            slow, fast = _enc_checked(variant, check), _enc_fast(variant, check)
+            assert fast == slow, variant
+            if slow is not None:  # the same tree, so the same bytes (True == 1 must not pass)
+                assert msgpack.packb(fast) == msgpack.packb(slow), variant
+
+
 def test_the_fast_decoder_gives_up_on_what_it_cannot_take_and_decode_names_the_field() -> None:
     signer = Identity(bytes([1]) * 32)
     tx = msgpack.unpackb(encode(Transaction.sign(signer, "c", Deposit(signer.public_key, 5), 1)))
