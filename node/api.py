@@ -126,6 +126,43 @@ def _waits_for_commit(query: bytes) -> bool:
     return ("wait", "commit") in parse_qsl(query.decode("latin-1"))
 
 
+async def answer_query_body(node: Node, body: bytes) -> dict[str, Any]:
+    """``POST /v1/queries``: the sealed report for a JSON ``{"request": hex}`` body, or
+    :class:`ApiError`. One implementation for the FastAPI route and the ASGI fast path."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, "bad_json", f"request body is not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise ApiError(400, "invalid_request", "the body must be a JSON object")
+    raw = doc.get("request")
+    if not isinstance(raw, str):
+        raise ApiError(400, "invalid_request", "request: expected hex of a signed QueryRequest")
+    try:
+        req = decode(_hex(raw, "request", 4096), QueryRequest, max_bytes=4096)
+    except CodecError as exc:
+        raise ApiError(400, "malformed", f"request: {exc}") from None
+    try:
+        return await answer_query(node, req)
+    except QueryRefused as exc:
+        raise ApiError(exc.status, exc.code, exc.detail) from None
+
+
+def _json_body(doc: Any) -> bytes:
+    """JSON exactly as the framework's JSONResponse renders it."""
+    return json.dumps(
+        doc, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
+    ).encode("utf-8")
+
+
+async def _send_json(send: Any, status: int, doc: Any, headers: dict[str, str] | None) -> None:
+    body = _json_body(doc)
+    head = [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]
+    head += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": head})
+    await send({"type": "http.response.body", "body": body})
+
+
 class _Limits:
     """Pure ASGI middleware: body-size refusal by Content-Length, the request time limit (the
     long one for ``?wait=commit`` and the routes that wait for a commit) and the request count
@@ -165,12 +202,43 @@ class _Limits:
             )
             limit = (cfg.wait_commit_timeout_ms if wait else cfg.request_timeout_ms) / 1000
             with trio.move_on_after(limit + 1) as timer:
-                await self.app(scope, receive, send_counted)
+                if route == "queries" and path == "/v1/queries" and scope["method"] == "POST":
+                    await self._query(receive, send_counted)
+                else:
+                    await self.app(scope, receive, send_counted)
             if timer.cancelled_caught and status == 0:
                 response = _error(504, "timeout", f"request took longer than {limit:.1f} s")
                 await response(scope, receive, send_counted)
         finally:
             self.node.metrics.api_requests.labels(route, str(status or 500)).inc()
+
+    async def _query(self, receive: Any, send: Any) -> None:
+        """``POST /v1/queries`` served here, without the framework's routing, dependency and
+        response layers: the lenders' hot path, where they cost a fifth of the answering
+        node's main thread. The FastAPI route documents it and runs the same handler."""
+        try:
+            body = bytearray()
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise ApiError(400, "disconnected", "the client closed the request")
+                body += message.get("body", b"")
+                if len(body) > self.cfg.max_body_bytes:
+                    raise ApiError(
+                        413, "too_large", f"request body above {self.cfg.max_body_bytes} bytes"
+                    )
+                if not message.get("more_body", False):
+                    break
+            doc = await answer_query_body(self.node, bytes(body))
+        except ApiError as exc:
+            error = {"error": exc.code, "detail": exc.detail}
+            await _send_json(send, exc.status, error, exc.headers)
+            return
+        except Exception:
+            log.exception("POST /v1/queries failed")
+            await _send_json(send, 500, {"error": "internal", "detail": "internal error"}, None)
+            return
+        await _send_json(send, 200, doc, None)
 
 
 def build_app(node: Node) -> FastAPI:
@@ -404,18 +472,9 @@ def build_app(node: Node) -> FastAPI:
 
     @app.post("/v1/queries", summary="A lender's signed query; answers with the sealed report")
     async def post_query(request: Request) -> Any:
-        doc = await read_object(request)
-        raw = doc.get("request")
-        if not isinstance(raw, str):
-            raise ApiError(400, "invalid_request", "request: expected hex of a signed QueryRequest")
-        try:
-            req = decode(_hex(raw, "request", 4096), QueryRequest, max_bytes=4096)
-        except CodecError as exc:
-            raise ApiError(400, "malformed", f"request: {exc}") from None
-        try:
-            return await answer_query(node, req)
-        except QueryRefused as exc:
-            raise ApiError(exc.status, exc.code, exc.detail) from None
+        # Served by _Limits' fast path in the running node; this route documents it (and
+        # answers when the app runs without that middleware), with the very same handler.
+        return JSONResponse(await answer_query_body(node, await read_body(request)))
 
     @app.get(
         "/v1/subjects/{pseudonym_hex}/queries",
