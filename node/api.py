@@ -131,7 +131,7 @@ async def answer_query_body(node: Node, body: bytes) -> dict[str, Any]:
     :class:`ApiError`. One implementation for the FastAPI route and the ASGI fast path."""
     try:
         doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise ApiError(400, "bad_json", f"request body is not JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise ApiError(400, "invalid_request", "the body must be a JSON object")
@@ -287,7 +287,7 @@ def build_app(node: Node) -> FastAPI:
         body = await read_body(request)
         try:
             return json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise ApiError(400, "bad_json", f"request body is not JSON: {exc}") from None
 
     @app.get("/v1/status", summary="Chain, consensus and peer status of this node")

@@ -73,13 +73,33 @@ BODIES = {
     "malformed": b'{"request": "00"}',
     "another message": b'{"request": "920102"}',
     "body too large": b'{"request": "' + b"0" * (MAX_BODY + 10) + b'"}',
+    "nested too deep for the parser": b"[" * 1500,
 }
+
+
+def without_limits(node: Any) -> Any:
+    """The node's FastAPI app minus the ``_Limits`` middleware: its routes, exception handlers
+    and the framework's own layers, so a query reaches the documented route."""
+    app = build_app(node)
+    app.user_middleware = [m for m in app.user_middleware if m.cls is not _Limits]
+    app.middleware_stack = None  # rebuilt on the first call, from the list above
+    return app
+
+
+async def test_the_route_is_reached_without_the_middleware() -> None:
+    node = stub_node()
+    app = without_limits(node)
+    await call(app, BODIES["malformed"])
+    counted = node.metrics.registry.get_sample_value(
+        "creditnet_api_requests_total", {"route": "queries", "status": "400"}
+    )
+    assert counted is None  # only the middleware counts: this answer came from the route
 
 
 @pytest.mark.parametrize("name", list(BODIES))
 async def test_the_fast_path_answers_as_the_documented_route(name: str) -> None:
     node = stub_node()
-    app = build_app(node)
+    app = without_limits(node)
     fast = await call(_Limits(app, node), BODIES[name])  # the middleware's own path
     routed = await call(app, BODIES[name])  # the FastAPI route
     assert fast[0] == routed[0]
