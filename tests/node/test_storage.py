@@ -23,6 +23,7 @@ from node.storage import (
     MemoryBackend,
     OutOfOrderBlock,
     StorageError,
+    kv,
     schema,
 )
 from protocol.apphash import GENESIS_APP_HASH, next_app_hash, serialize_changes
@@ -438,3 +439,23 @@ def test_a_replayed_copy_leaves_the_index_at_the_first_commit(store: BlockStore)
     assert store.tx_location(first) == (1, 1)
     assert store.tx_location(fresh) == (2, 1)
     assert store.tx_location(again) == (1, 0)
+
+
+def test_each_store_gets_its_own_memtable_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nodes write the same ledger data: equal memtables would flush and compact in the same
+    second on every node (a cluster-wide stall), so each store draws its own size."""
+    sizes: list[int] = []
+    real = kv.plyvel.DB
+
+    def recording(*args: object, **kwargs: object) -> object:
+        sizes.append(int(kwargs["write_buffer_size"]))  # type: ignore[call-overload]
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(kv.plyvel, "DB", recording)
+    for i in range(12):
+        kv.LevelDBBackend(tmp_path / f"db{i}").close()
+    low, high = kv.WRITE_BUFFER_BYTES, kv.WRITE_BUFFER_BYTES + kv.WRITE_BUFFER_JITTER
+    assert all(low <= s < high for s in sizes)
+    assert len(set(sizes)) > 1
