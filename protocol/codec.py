@@ -206,8 +206,7 @@ def _compile_pending() -> None:
                 dec, enc = _converter(hints[f.name], f"{cls.__name__}.{f.name}")
                 fields.append((f.name, dec, enc))
             cls._FIELDS = tuple(fields)
-            _FAST[cls.TAG] = _fast_decoder(cls, hints)
-            _FAST_ENC[cls.TAG] = _fast_encoder(cls, hints)
+            _fast_paths(cls, hints)
             _PENDING.pop()
 
 
@@ -362,135 +361,39 @@ def _message_converter(allowed: tuple[type[Message], ...]) -> tuple[_Conv, _Conv
     return dec_msg, enc_msg
 
 
-# --- the fast decoder -----------------------------------------------------------------------
+# --- the fast paths ---------------------------------------------------------------------------
 #
-# Decoding is on every hot path (each transaction on each node, ledger state reads, consensus
-# messages). The checked path above converts field by field through closures that carry a field
-# path for error messages; the fast decoder is generated per class, with the same checks inlined
-# and no paths. It only ever *accepts* or gives up: on anything it does not accept (or any
-# error at all) ``decode`` runs the checked path, which refuses with the message naming the
-# field. A test decodes every kind of message, valid and mutated, both ways.
+# Decoding and encoding are on every hot path (each transaction on each node, ledger state reads
+# and writes, signed payloads, consensus messages). The checked path above converts field by
+# field through closures that carry a field path for error messages; the fast paths are
+# generated per class, with the same checks inlined and no paths. They only ever succeed or give
+# up: on anything they do not take (or any error at all) ``decode`` and ``encode`` run the
+# checked path, which refuses with the message naming the field. Tests run every kind of
+# message, valid and with each field at and past its bounds, both ways.
 
 
 class _Slow(Exception):
-    """The fast decoder gives up; the checked path decides (and names what is wrong)."""
+    """A fast path gives up; the checked path decides (and names what is wrong)."""
 
 
 _SLOW = _Slow  # raised as a class: a fresh instance each time (threads decode too)
 _FAST: dict[int, Callable[[list[Any], int], Message]] = {}
+_FAST_ENC: dict[int, Callable[[Any, int, bool], list[Any]]] = {}
 
 
-def _fast_message(allowed: frozenset[int]) -> Callable[[Any, int], Message]:
-    """Decoder of a nested message whose tag is one of ``allowed``; ``depth`` is its own."""
+def _fast_message(allowed: tuple[type[Message], ...]) -> Callable[[Any, int], Message]:
+    """Decoder of a nested message whose tag is one of ``allowed``'s; ``depth`` is its own."""
+    tags = frozenset(c.TAG for c in allowed)
 
     def dec(v: Any, depth: int) -> Message:
         if type(v) is not list or not v:
             raise _SLOW
         tag = v[0]
-        if type(tag) is not int or tag not in allowed:
+        if type(tag) is not int or tag not in tags:
             raise _SLOW
         return _FAST[tag](v, depth)
 
     return dec
-
-
-def _fast_field(tp: Any, src: str, depth: str, ns: dict[str, Any], out: list[str]) -> None:
-    """Append lines that check ``src`` (a field value of type ``tp``) as the checked path does
-    and rebind it to the decoded value; ``depth`` is the owning message's depth expression."""
-    meta: tuple[Any, ...] = ()
-    if typing.get_origin(tp) is typing.Annotated:
-        meta = tp.__metadata__
-        tp = typing.get_args(tp)[0]
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        inner: list[str] = []
-        if all(isinstance(a, type) and issubclass(a, Message) for a in args):
-            name = f"_m{len(ns)}"
-            ns[name] = _fast_message(frozenset(a.TAG for a in args))
-            inner.append(f"{src} = {name}({src}, {depth} + 1)")
-        else:
-            one = typing.Annotated[(args[0], *meta)] if meta else args[0]
-            _fast_field(one, src, depth, ns, inner)
-        if len(args) != len(typing.get_args(tp)):  # None allowed
-            out.append(f"if {src} is not None:")
-            out.extend("    " + line for line in inner)
-        else:
-            out.extend(inner)
-        return
-    if origin is tuple:
-        limit = next(m.n for m in meta if isinstance(m, MaxItems))
-        name = f"_t{len(ns)}"
-        ns[name] = _fast_item(typing.get_args(tp)[0])
-        out.append(f"if type({src}) is not list or len({src}) > {limit}: raise _SLOW")
-        out.append(f"{src} = tuple([{name}(_e, {depth} + 1) for _e in {src}])")
-        return
-    if isinstance(tp, type) and issubclass(tp, Message):
-        name = f"_m{len(ns)}"
-        ns[name] = _fast_message(frozenset((tp.TAG,)))
-        out.append(f"{src} = {name}({src}, {depth} + 1)")
-        return
-    if isinstance(tp, type) and issubclass(tp, enum.IntEnum):
-        name = f"_e{len(ns)}"
-        ns[name] = dict(tp._value2member_map_)
-        out.append(f"if type({src}) is not int: raise _SLOW")
-        out.append(f"{src} = {name}[{src}]")  # KeyError: not a member -> the checked path
-        return
-    if tp is bool:
-        out.append(f"if type({src}) is not bool: raise _SLOW")
-        return
-    if tp is int:
-        rng = next((m for m in meta if isinstance(m, Range)), Range(0, UINT64_MAX))
-        out.append(f"if type({src}) is not int or not {rng.lo} <= {src} <= {rng.hi}: raise _SLOW")
-        return
-    if tp is bytes:
-        size = next((m.n for m in meta if isinstance(m, Size)), None)
-        maxlen = next((m.n for m in meta if isinstance(m, MaxLen)), MAX_BIN_LEN)
-        cond = f"type({src}) is not bytes or len({src}) > {maxlen}"
-        if size is not None:
-            cond += f" or len({src}) != {size}"
-        out.append(f"if {cond}: raise _SLOW")
-        return
-    if tp is str:
-        maxlen = next((m.n for m in meta if isinstance(m, MaxLen)), 256)
-        out.append(f"if type({src}) is not str or len({src}) > {maxlen}: raise _SLOW")
-        return
-    raise TypeError(f"unsupported field type {tp!r}")  # the checked path refused it first
-
-
-def _fast_item(tp: Any) -> Callable[[Any, int], Any]:
-    """Decoder of one item of a ``tuple[T, ...]`` field (``depth`` as the checked path's)."""
-    ns: dict[str, Any] = {"_SLOW": _SLOW}
-    lines: list[str] = []
-    _fast_field(tp, "v", "depth", ns, lines)  # called with the owner's depth + 1, as checked
-    body = "\n".join("    " + line for line in lines)
-    exec(f"def item(v, depth):\n{body}\n    return v\n", ns)  # source generated above
-    return typing.cast(Callable[[Any, int], Any], ns["item"])
-
-
-def _fast_decoder(cls: type[Message], hints: dict[str, Any]) -> Callable[[list[Any], int], Message]:
-    """The generated decoder of ``cls`` from its msgpack array (tag already checked)."""
-    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
-    ns: dict[str, Any] = {"_SLOW": _SLOW, "_cls": cls, "_MAX_DEPTH": MAX_DEPTH}
-    lines = [f"if depth > _MAX_DEPTH or len(v) != {len(names) + 1}: raise _SLOW"]
-    args = []
-    for i, name in enumerate(names, 1):
-        var = f"f{i}"
-        lines.append(f"{var} = v[{i}]")
-        _fast_field(hints[name], var, "depth", ns, lines)
-        args.append(var)
-    lines.append(f"obj = _cls({', '.join(args)})")
-    if cls.check is not Message.check:
-        lines.append("obj.check()")
-    lines.append("return obj")
-    body = "\n".join("    " + line for line in lines)
-    exec(f"def dec(v, depth):\n{body}\n", ns)  # source generated above from the field types
-    return typing.cast(Callable[[list[Any], int], Message], ns["dec"])
-
-
-# --- the fast encoder: the same idea for encoding (state writes, signed payloads, messages) --
-
-_FAST_ENC: dict[int, Callable[[Any, int, bool], list[Any]]] = {}
 
 
 def _fast_enc_message(allowed: tuple[type[Message], ...]) -> Callable[[Any, int, bool], Any]:
@@ -504,81 +407,109 @@ def _fast_enc_message(allowed: tuple[type[Message], ...]) -> Callable[[Any, int,
     return enc
 
 
-def _fast_enc_field(tp: Any, src: str, depth: str, ns: dict[str, Any], out: list[str]) -> None:
-    """Append lines that check ``src`` as the checked encoder does and rebind it to its msgpack
-    value; ``depth`` is the owning message's depth expression."""
+def _fast_field(
+    tp: Any, src: str, depth: str, ns: dict[str, Any], out: list[str], encode: bool
+) -> None:
+    """Append lines that check ``src`` (a field value of type ``tp``) as the checked path does
+    and rebind it to its decoded value (or, ``encode``, its msgpack value); ``depth`` is the
+    owning message's depth expression."""
     meta: tuple[Any, ...] = ()
     if typing.get_origin(tp) is typing.Annotated:
         meta = tp.__metadata__
         tp = typing.get_args(tp)[0]
     origin = typing.get_origin(tp)
+    check = ", check" if encode else ""
+    name = f"_f{len(ns)}"
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         inner: list[str] = []
         if all(isinstance(a, type) and issubclass(a, Message) for a in args):
-            name = f"_m{len(ns)}"
-            ns[name] = _fast_enc_message(tuple(args))
-            inner.append(f"{src} = {name}({src}, {depth} + 1, check)")
+            ns[name] = (_fast_enc_message if encode else _fast_message)(tuple(args))
+            inner.append(f"{src} = {name}({src}, {depth} + 1{check})")
         else:
             one = typing.Annotated[(args[0], *meta)] if meta else args[0]
-            _fast_enc_field(one, src, depth, ns, inner)
+            _fast_field(one, src, depth, ns, inner, encode)
         if len(args) != len(typing.get_args(tp)):  # None allowed
             out.append(f"if {src} is not None:")
             out.extend("    " + line for line in inner)
         else:
             out.extend(inner)
-        return
-    if origin is tuple:
+    elif isinstance(tp, type) and issubclass(tp, Message):
+        ns[name] = (_fast_enc_message if encode else _fast_message)((tp,))
+        out.append(f"{src} = {name}({src}, {depth} + 1{check})")
+    elif origin is tuple:
         limit = next(m.n for m in meta if isinstance(m, MaxItems))
-        name = f"_t{len(ns)}"
-        ns[name] = _fast_enc_item(typing.get_args(tp)[0])
-        out.append(f"if not isinstance({src}, _seq) or len({src}) > {limit}: raise _SLOW")
-        out.append(f"{src} = [{name}(_e, {depth} + 1, check) for _e in {src}]")
-        return
-    if isinstance(tp, type) and issubclass(tp, Message):
-        name = f"_m{len(ns)}"
-        ns[name] = _fast_enc_message((tp,))
-        out.append(f"{src} = {name}({src}, {depth} + 1, check)")
-        return
-    if isinstance(tp, type) and issubclass(tp, enum.IntEnum):
-        name = f"_e{len(ns)}"
-        ns[name] = tp
-        out.append(f"if not isinstance({src}, {name}): raise _SLOW")
-        out.append(f"{src} = int({src})")
-        return
-    # The scalars: the very checks of the decoder (the checked path shares one for both ways).
-    _fast_field(typing.Annotated[(tp, *meta)] if meta else tp, src, depth, ns, out)
+        ns[name] = _fast_item(typing.get_args(tp)[0], encode)
+        items = f"{name}(_e, {depth} + 1{check}) for _e in {src}"
+        kind = f"isinstance({src}, tuple | list)" if encode else f"type({src}) is list"
+        out.append(f"if not {kind} or len({src}) > {limit}: raise _SLOW")
+        out.append(f"{src} = [{items}]" if encode else f"{src} = tuple([{items}])")
+    elif isinstance(tp, type) and issubclass(tp, enum.IntEnum):
+        if encode:
+            ns[name] = tp
+            out.append(f"if not isinstance({src}, {name}): raise _SLOW")
+            out.append(f"{src} = int({src})")
+        else:
+            ns[name] = dict(tp._value2member_map_)
+            out.append(f"if type({src}) is not int: raise _SLOW")
+            out.append(f"{src} = {name}[{src}]")  # KeyError: not a member -> the checked path
+    elif tp is bool:  # the scalars: one check both ways, as the checked path's converters
+        out.append(f"if type({src}) is not bool: raise _SLOW")
+    elif tp is int:
+        rng = next((m for m in meta if isinstance(m, Range)), Range(0, UINT64_MAX))
+        out.append(f"if type({src}) is not int or not {rng.lo} <= {src} <= {rng.hi}: raise _SLOW")
+    elif tp is bytes:
+        size = next((m.n for m in meta if isinstance(m, Size)), None)
+        maxlen = next((m.n for m in meta if isinstance(m, MaxLen)), MAX_BIN_LEN)
+        cond = f"type({src}) is not bytes or len({src}) > {maxlen}"
+        if size is not None:
+            cond += f" or len({src}) != {size}"
+        out.append(f"if {cond}: raise _SLOW")
+    elif tp is str:
+        maxlen = next((m.n for m in meta if isinstance(m, MaxLen)), 256)
+        out.append(f"if type({src}) is not str or len({src}) > {maxlen}: raise _SLOW")
+    else:
+        raise TypeError(f"unsupported field type {tp!r}")  # the checked path refused it first
 
 
-def _fast_enc_item(tp: Any) -> Callable[[Any, int, bool], Any]:
-    """Encoder of one item of a ``tuple[T, ...]`` field (``depth`` as the checked path's)."""
-    ns: dict[str, Any] = {"_SLOW": _SLOW, "_seq": (tuple, list)}
+def _compile(fn: str, params: str, lines: list[str], ns: dict[str, Any]) -> Any:
+    """The function ``fn(params)`` whose body is ``lines`` (generated here from field types)."""
+    body = "\n".join("    " + line for line in lines)
+    exec(f"def {fn}({params}):\n{body}\n", ns)
+    return ns[fn]
+
+
+def _fast_item(tp: Any, encode: bool) -> Callable[..., Any]:
+    """Converter of one item of a ``tuple[T, ...]`` field (``depth`` as the checked path's)."""
+    ns: dict[str, Any] = {"_SLOW": _SLOW}
     lines: list[str] = []
-    _fast_enc_field(tp, "v", "depth", ns, lines)
-    body = "\n".join("    " + line for line in lines)
-    exec(f"def item(v, depth, check):\n{body}\n    return v\n", ns)  # source generated above
-    return typing.cast(Callable[[Any, int, bool], Any], ns["item"])
+    _fast_field(tp, "v", "depth", ns, lines, encode)
+    params = "v, depth, check" if encode else "v, depth"
+    return typing.cast(Callable[..., Any], _compile("item", params, [*lines, "return v"], ns))
 
 
-def _fast_encoder(
-    cls: type[Message], hints: dict[str, Any]
-) -> Callable[[Any, int, bool], list[Any]]:
-    """The generated encoder of ``cls`` into its msgpack array."""
+def _fast_paths(cls: type[Message], hints: dict[str, Any]) -> None:
+    """Generate ``cls``'s decoder (from its msgpack array, tag already checked) and encoder."""
     names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
-    ns: dict[str, Any] = {"_SLOW": _SLOW, "_MAX_DEPTH": MAX_DEPTH, "_seq": (tuple, list)}
+    has_check = cls.check is not Message.check
+    variables = [f"f{i}" for i in range(1, len(names) + 1)]
+    ns: dict[str, Any] = {"_SLOW": _SLOW, "_cls": cls, "_MAX_DEPTH": MAX_DEPTH}
+    lines = [f"if depth > _MAX_DEPTH or len(v) != {len(names) + 1}: raise _SLOW"]
+    for i, (name, var) in enumerate(zip(names, variables, strict=True), 1):
+        lines.append(f"{var} = v[{i}]")
+        _fast_field(hints[name], var, "depth", ns, lines, encode=False)
+    lines.append(f"obj = _cls({', '.join(variables)})")
+    lines += ["obj.check()"] if has_check else []
+    _FAST[cls.TAG] = _compile("dec", "v, depth", [*lines, "return obj"], ns)
+
+    ns = {"_SLOW": _SLOW, "_MAX_DEPTH": MAX_DEPTH}
     lines = ["if depth > _MAX_DEPTH: raise _SLOW"]
-    args = []
-    for i, name in enumerate(names, 1):
-        var = f"f{i}"
+    for name, var in zip(names, variables, strict=True):
         lines.append(f"{var} = obj.{name}")
-        _fast_enc_field(hints[name], var, "depth", ns, lines)
-        args.append(var)
-    if cls.check is not Message.check:
-        lines.append("if check: obj.check()")
-    lines.append(f"return [{cls.TAG}, {', '.join(args)}]")
-    body = "\n".join("    " + line for line in lines)
-    exec(f"def enc(obj, depth, check):\n{body}\n", ns)  # source generated above
-    return typing.cast(Callable[[Any, int, bool], list[Any]], ns["enc"])
+        _fast_field(hints[name], var, "depth", ns, lines, encode=True)
+    lines += ["if check: obj.check()"] if has_check else []
+    lines.append(f"return [{cls.TAG}, {', '.join(variables)}]")
+    _FAST_ENC[cls.TAG] = _compile("enc", "obj, depth, check", lines, ns)
 
 
 def _kind(v: Any) -> str:
