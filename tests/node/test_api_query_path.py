@@ -1,6 +1,7 @@
-"""``POST /v1/queries`` is served by the API middleware's fast path in a running node; it must
-answer exactly as the documented FastAPI route, which runs the same handler, does. Driven as
-ASGI here (the real HTTP server and the success cases run in tests/integration/test_queries.py).
+"""``POST /v1/queries`` is served by the node's outermost ASGI layer (``_Limits``, around the
+FastAPI app); it must answer exactly as the documented FastAPI route, which runs the same
+handler, does. Driven as ASGI here (the real HTTP server and the success cases run in
+tests/integration/test_queries.py).
 """
 
 from __future__ import annotations
@@ -10,9 +11,13 @@ from typing import Any
 
 import pytest
 
-from node.api import _Limits, build_app
+from node.api import _Limits, build_app, build_asgi
 from node.config import APIConfig
 from node.metrics import NodeMetrics
+from protocol.codec import encode
+from protocol.crypto import Identity, h256
+from protocol.transactions import QueryRequest
+from protocol.vocabulary import Category, Purpose
 
 MAX_BODY = 2048
 
@@ -77,18 +82,9 @@ BODIES = {
 }
 
 
-def without_limits(node: Any) -> Any:
-    """The node's FastAPI app minus the ``_Limits`` middleware: its routes, exception handlers
-    and the framework's own layers, so a query reaches the documented route."""
-    app = build_app(node)
-    app.user_middleware = [m for m in app.user_middleware if m.cls is not _Limits]
-    app.middleware_stack = None  # rebuilt on the first call, from the list above
-    return app
-
-
-async def test_the_route_is_reached_without_the_middleware() -> None:
+async def test_the_route_is_reached_without_the_outer_layer() -> None:
     node = stub_node()
-    app = without_limits(node)
+    app = build_app(node)  # routes, exception handlers and the framework's own layers
     await call(app, BODIES["malformed"])
     counted = node.metrics.registry.get_sample_value(
         "creditnet_api_requests_total", {"route": "queries", "status": "400"}
@@ -99,8 +95,8 @@ async def test_the_route_is_reached_without_the_middleware() -> None:
 @pytest.mark.parametrize("name", list(BODIES))
 async def test_the_fast_path_answers_as_the_documented_route(name: str) -> None:
     node = stub_node()
-    app = without_limits(node)
-    fast = await call(_Limits(app, node), BODIES[name])  # the middleware's own path
+    app = build_app(node)
+    fast = await call(_Limits(app, node), BODIES[name])  # the outer layer's own path
     routed = await call(app, BODIES[name])  # the FastAPI route
     assert fast[0] == routed[0]
     assert 400 <= fast[0] < 500
@@ -111,10 +107,53 @@ async def test_the_fast_path_answers_as_the_documented_route(name: str) -> None:
 
 async def test_a_refusal_is_counted_under_its_route_and_status() -> None:
     node = stub_node()
-    limits = _Limits(build_app(node), node)
-    status, _, body = await call(limits, BODIES["malformed"])
+    status, _, body = await call(build_asgi(node), BODIES["malformed"])
     assert status == 400 and b'"error":"malformed"' in body
     count = node.metrics.registry.get_sample_value(
         "creditnet_api_requests_total", {"route": "queries", "status": "400"}
     )
     assert count == 1
+
+
+async def test_an_internal_error_is_a_json_500_and_counted() -> None:
+    """A request the node fails on (here: a stub without a ledger) gets the API's JSON error
+    shape, from the fast path and from a framework route alike, and is counted as a 500."""
+    node = stub_node()
+    app = build_asgi(node)
+    request = b'{"request": "' + encode(_valid_request()).hex().encode() + b'"}'
+    status, headers, body = await call(app, request)
+    assert (status, body) == (500, b'{"error":"internal","detail":"internal error"}')
+    assert headers[b"content-type"] == b"application/json"
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": "/v1/status", "raw_path": b"/v1/status",
+             "root_path": "", "query_string": b"", "headers": [], "scheme": "http",
+             "http_version": "1.1", "asgi": {"version": "3.0"}}
+    with pytest.raises(AttributeError):  # re-raised after the answer, for the server's log
+        await app(scope, receive, send)
+    assert sent[0]["status"] == 500
+    assert b"".join(m.get("body", b"") for m in sent[1:]) == body
+    for route in ("queries", "status"):
+        count = node.metrics.registry.get_sample_value(
+            "creditnet_api_requests_total", {"route": route, "status": "500"}
+        )
+        assert count == 1
+
+
+def _valid_request() -> QueryRequest:
+    return QueryRequest.sign(
+        Identity(b"\x07" * 32),
+        "creditnet-test",
+        agency=Identity(b"\x08" * 32).public_key,
+        pseudonym=h256(b"subject"),
+        purpose=Purpose.LOAN_APPROVAL,
+        categories=(Category.LOAN,),
+        nonce=1,
+        time_ms=1_700_000_000_000,
+    )

@@ -75,6 +75,28 @@ def test_sealed_box_opens_only_for_its_recipient(identities: list[Identity]) -> 
         seal(b"\x00" * 31, b"x")
 
 
+def test_sealing_keeps_each_recipients_key_apart(
+    identities: list[Identity], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The converted keys are cached: each recipient still gets a box only it opens, a full
+    cache starts over, and a key that does not convert is refused every time, never cached."""
+    monkeypatch.setattr(crypto, "_BOX_KEY_CACHE", 2)
+    monkeypatch.setattr(crypto, "_BOX_KEYS", {})
+    for _ in range(2):
+        for i, ident in enumerate(identities[:3]):
+            box = seal(ident.public_key, b"report %d" % i)
+            assert ident.unseal(box) == b"report %d" % i
+            other = identities[(i + 1) % 3]
+            with pytest.raises(CryptoError):
+                other.unseal(box)
+    assert 1 <= len(crypto._BOX_KEYS) <= 2
+    bad = b"\xff" * 32  # not a point on the curve
+    for _ in range(2):
+        with pytest.raises(CryptoError):
+            seal(bad, b"x")
+    assert bad not in crypto._BOX_KEYS
+
+
 def test_identity_refuses_a_bad_seed() -> None:
     with pytest.raises(CryptoError):
         Identity(b"short")
