@@ -488,6 +488,30 @@ def _fast_item(tp: Any, encode: bool) -> Callable[..., Any]:
     return typing.cast(Callable[..., Any], _compile("item", params, [*lines, "return v"], ns))
 
 
+def _construct(
+    cls: type[Message], names: list[str], variables: list[str], ns: dict[str, Any]
+) -> list[str]:
+    """Lines that bind ``obj`` to a ``cls`` of the checked field values ``variables``.
+
+    A frozen dataclass's ``__init__`` sets each field through ``object.__setattr__`` (~1.6 µs
+    for eight fields); a slotted class's field descriptors set them directly in less than
+    half that, on every message decoded. The same object: the dataclass's ``__init__`` does
+    nothing else here (no defaults are applied to a decoded message, no ``__post_init__``);
+    a class with its own ``__dict__`` or ``__post_init__`` keeps the constructor call.
+    """
+    slotted = all(
+        type(cls.__dict__.get(name)) is types.MemberDescriptorType for name in names
+    ) and not hasattr(cls, "__post_init__")
+    if not slotted:
+        return [f"obj = _cls({', '.join(variables)})"]
+    ns["_new"] = object.__new__
+    lines = ["obj = _new(_cls)"]
+    for i, (name, var) in enumerate(zip(names, variables, strict=True)):
+        ns[f"_set{i}"] = cls.__dict__[name].__set__
+        lines.append(f"_set{i}(obj, {var})")
+    return lines
+
+
 def _fast_paths(cls: type[Message], hints: dict[str, Any]) -> None:
     """Generate ``cls``'s decoder (from its msgpack array, tag already checked) and encoder."""
     names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
@@ -498,7 +522,7 @@ def _fast_paths(cls: type[Message], hints: dict[str, Any]) -> None:
     for i, (name, var) in enumerate(zip(names, variables, strict=True), 1):
         lines.append(f"{var} = v[{i}]")
         _fast_field(hints[name], var, "depth", ns, lines, encode=False)
-    lines.append(f"obj = _cls({', '.join(variables)})")
+    lines += _construct(cls, names, variables, ns)
     lines += ["obj.check()"] if has_check else []
     _FAST[cls.TAG] = _compile("dec", "v, depth", [*lines, "return obj"], ns)
 
