@@ -622,11 +622,18 @@ def _encode_tree(obj: Message, check: bool) -> list[Any]:
 
 
 def decode(
-    data: bytes, expected: type[M] | None = None, *, max_bytes: int = MAX_MESSAGE_BYTES
+    data: bytes,
+    expected: type[M] | None = None,
+    *,
+    max_bytes: int = MAX_MESSAGE_BYTES,
+    canonical: bool = True,
 ) -> M:
     """Decode untrusted bytes into a message; raises only :class:`CodecError`.
 
     ``expected`` (a message class or None for any) is checked; ``max_bytes`` bounds the input.
+    ``canonical=False`` skips only the check that ``data`` is the shortest encoding (a re-pack
+    of the whole tree): for bytes this node wrote itself with :func:`encode` and reads back
+    from its own store, canonical by construction. Every field is still checked.
     """
     if not isinstance(data, bytes | bytearray | memoryview):
         raise CodecError(f"expected bytes to decode, got {_kind(data)}")
@@ -672,7 +679,7 @@ def decode(
         raise CodecError(f"expected {expected.__name__}, got {type(obj).__name__}")
     # The decoded tree re-packs to the input only if the input used msgpack's shortest forms;
     # the typed message maps one-to-one onto that tree, so this is the canonicality check.
-    if msgpack.packb(raw, use_bin_type=True) != data:
+    if canonical and msgpack.packb(raw, use_bin_type=True) != data:
         raise CodecError(f"non-canonical encoding of {type(obj).__name__}")
     return typing.cast(M, obj)
 

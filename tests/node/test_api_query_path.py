@@ -132,9 +132,18 @@ async def test_an_internal_error_is_a_json_500_and_counted() -> None:
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    scope = {"type": "http", "method": "GET", "path": "/v1/status", "raw_path": b"/v1/status",
-             "root_path": "", "query_string": b"", "headers": [], "scheme": "http",
-             "http_version": "1.1", "asgi": {"version": "3.0"}}
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/v1/status",
+        "raw_path": b"/v1/status",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [],
+        "scheme": "http",
+        "http_version": "1.1",
+        "asgi": {"version": "3.0"},
+    }
     with pytest.raises(AttributeError):  # re-raised after the answer, for the server's log
         await app(scope, receive, send)
     assert sent[0]["status"] == 500

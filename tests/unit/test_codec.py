@@ -327,6 +327,14 @@ def test_non_canonical_integer_is_refused(sample_tx: Transaction) -> None:
     parts.append(packer.pack(tree[4]))
     with pytest.raises(CodecError, match="non-canonical"):
         decode(b"".join(parts))
+    # A node's own stored state skips only that check (it wrote the bytes with encode):
+    assert decode(b"".join(parts), Transaction, canonical=False) == sample_tx
+    # ... every other check still holds.
+    with pytest.raises(CodecError, match="trailing"):
+        decode(data + b"\x00", canonical=False)
+    tree[3] = -1
+    with pytest.raises(CodecError, match=r"Transaction\.nonce"):
+        decode(msgpack.packb(tree, use_bin_type=True), canonical=False)
 
 
 def test_maps_floats_and_trailing_bytes_are_refused(sample_tx: Transaction) -> None:
