@@ -7,6 +7,7 @@ import dataclasses
 import enum
 import types
 import typing
+from concurrent.futures import ThreadPoolExecutor
 
 import msgpack
 import pytest
@@ -387,3 +388,15 @@ def test_encode_refuses_ill_typed_values() -> None:
 
 def test_certificate_needs_consistent_votes(sample_certificate: CommitCertificate) -> None:
     assert decode(encode(sample_certificate), CommitCertificate) == sample_certificate
+
+
+def test_the_reused_packer_keeps_nothing_between_calls() -> None:
+    """Encoding reuses one msgpack packer per thread: a failed pack leaves nothing behind, and
+    threads packing at once each get exactly their own bytes."""
+    with pytest.raises(TypeError):
+        codec._pack([1, b"half", object()])
+    assert codec._pack([2, b"x"]) == msgpack.packb([2, b"x"], use_bin_type=True)
+    trees = [[i, b"%d" % i * (i % 50), "s" * (i % 7), [i, -i]] for i in range(400)]
+    with ThreadPoolExecutor(4) as pool:
+        packed = list(pool.map(codec._pack, trees))
+    assert packed == [msgpack.packb(t, use_bin_type=True) for t in trees]
