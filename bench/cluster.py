@@ -42,11 +42,13 @@ from bench.load import (
     commit_batches,
     load_targets,
 )
+from bench.results_io import verify_us
 
 START_TIMEOUT_S = 60.0
 STOP_GRACE_S = 10.0
 SETTLE_TIMEOUT_S = 30.0
 SAMPLE_EVERY_S = 1.0
+SPEED_EVERY_S = 3.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 METRIC_FAMILIES = (
     "creditnet_consensus_height",
@@ -366,11 +368,13 @@ class Sampler:
         self.series = {name: Series() for name in pids}
         self.nodes = list(nodes)
         self.status_log: list[tuple[float, list[dict[str, Any] | None]]] = []
+        self.speed_log: list[tuple[float, float]] = []
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._threads = [
             threading.Thread(target=self._proc_loop, daemon=True),
             threading.Thread(target=self._status_loop, daemon=True),
+            threading.Thread(target=self._speed_loop, daemon=True),
         ]
 
     def add(self, name: str, pid: int) -> None:
@@ -408,6 +412,26 @@ class Sampler:
             self.status_log.append((now, statuses(self.nodes, timeout=2.0)))
             next_at += SAMPLE_EVERY_S
             self._stop.wait(max(0.0, next_at - time.monotonic()))
+
+    def _speed_loop(self) -> None:
+        """The machine's speed every SPEED_EVERY_S (see :func:`bench.results_io.verify_us`):
+        a run on a slowed-down host is told from a slow creditnet by this, not guessed."""
+        while not self._stop.wait(SPEED_EVERY_S):
+            us = verify_us()
+            if us is not None:
+                self.speed_log.append((time.monotonic(), us))
+
+    def speed(self, start: float, end: float) -> dict[str, Any]:
+        """Microseconds per Ed25519 verification probed in the window: min, median, max."""
+        values = sorted(us for t, us in self.speed_log if start <= t <= end)
+        if not values:
+            return {"min": None, "p50": None, "max": None, "probes": 0}
+        return {
+            "min": values[0],
+            "p50": values[len(values) // 2],
+            "max": values[-1],
+            "probes": len(values),
+        }
 
     def timeline(self, start: float, end: float) -> list[dict[str, Any]]:
         """Per second of the window: each node's height and mempool size (None: no answer)."""

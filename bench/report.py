@@ -103,7 +103,9 @@ def summary_rows(doc: dict[str, Any]) -> list[list[str]]:
     rows = []
     for run in doc["figures"]["runs"]:
         if run.get("error"):
-            rows.append([str(run["nodes"]), "-", "failed: " + run["error"][:80], *["-"] * 6])
+            rows.append(
+                [str(run["nodes"]), "-", "failed: " + run["error"][:80], *["-"] * (len(HEADER) - 3)]
+            )
             continue
         cpu = [v["cpu_pct"]["mean"] for v in run["per_node"].values() if v["cpu_pct"]["mean"]]
         rss = [v["rss_mb"]["max"] for v in run["per_node"].values() if v["rss_mb"]["max"]]
@@ -125,9 +127,21 @@ def summary_rows(doc: dict[str, Any]) -> list[list[str]]:
                     f"{_fmt(max(rss), 0)} MB" if rss else "-",
                     _fmt(int(views)),
                     network_text(params),
+                    speed_text(doc, run),
                 ]
             )
     return rows
+
+
+def speed_text(doc: dict[str, Any], run: dict[str, Any]) -> str:
+    """The machine's speed while the run was measured: µs per Ed25519 verification, median
+    (min-max) of the probes taken during it; files written before the probes existed give the
+    one measurement made when the file was written."""
+    probe = run.get("ed25519_verify_us") or {}
+    if probe.get("p50") is not None:
+        return f"{_fmt(probe['p50'], 0)} ({_fmt(probe['min'], 0)}-{_fmt(probe['max'], 0)}) µs"
+    after = doc.get("machine", {}).get("ed25519_verify_us")
+    return f"{_fmt(after, 0)} µs (after the run)" if after is not None else "-"
 
 
 HEADER = [
@@ -140,6 +154,7 @@ HEADER = [
     "RSS per node (max)",
     "view changes (sum over nodes)",
     "network",
+    "Ed25519 verify during the run",
 ]
 
 

@@ -535,6 +535,7 @@ def run_size(p: Params, n: int, workdir: Path) -> dict[str, Any]:
         "nodes_exited": sorted(died),
         "per_node": per_node,
         "load_generator": sampler.series["load"].summary(start, end),
+        "ed25519_verify_us": sampler.speed(start, end),
         "wan_proxy": (
             {**sampler.series["wan_proxy"].summary(start, end), "stats": wan_stats}
             if proxy is not None
@@ -558,6 +559,12 @@ def summary_lines(run: dict[str, Any]) -> list[str]:
     if None not in cpu and None not in rss:
         lines.append(
             f"per node: CPU mean {min(cpu)}..{max(cpu)} %, RSS max {min(rss)}..{max(rss)} MB"
+        )
+    speed = run.get("ed25519_verify_us") or {}
+    if speed.get("p50") is not None:
+        lines.append(
+            f"machine speed: one Ed25519 verification {speed['p50']} us "
+            f"({speed['min']}..{speed['max']}, {speed['probes']} probes)"
         )
     lines.append(
         "one chain: all nodes at the same height and app hash"

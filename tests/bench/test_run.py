@@ -19,7 +19,9 @@ import pytest
 import trio
 
 from bench import report
+from bench.cluster import Sampler
 from bench.load import commit_batches
+from bench.results_io import verify_us
 from bench.run import (
     PROXY_PORT_OFFSET,
     nearest_rank,
@@ -201,6 +203,14 @@ def fake_run(n: int) -> dict[str, Any]:
     }
 
 
+def test_the_machine_speed_probes_of_a_window() -> None:
+    sampler = Sampler({}, [])
+    sampler.speed_log = [(1.0, 90.0), (4.0, 55.0), (7.0, 60.0), (10.0, 52.0), (13.0, 99.0)]
+    assert sampler.speed(3.0, 11.0) == {"min": 52.0, "p50": 55.0, "max": 60.0, "probes": 3}
+    assert sampler.speed(20.0, 30.0)["probes"] == 0
+    assert verify_us() is not None and 1.0 < verify_us() < 10_000.0  # type: ignore[operator]
+
+
 def test_per_kind_cdf_and_per_second_counts() -> None:
     k = fake_run(4)["by_kind"]["commit"]
     assert k["per_second"] == [1, 2]
@@ -246,7 +256,10 @@ def test_reports_markdown_plots_and_readme_table(tmp_path: Path) -> None:
                 "network": WanParams(latency_ms=20).describe(),
             },
             "versions": {"creditnet": "0.1.0"},
-            "runs": [fake_run(4), fake_run(7)],
+            "runs": [
+                fake_run(4),
+                fake_run(7) | {"ed25519_verify_us": {"min": 51, "p50": 55, "max": 92, "probes": 9}},
+            ],
         },
     }
     path = tmp_path / "run-tx-n4-7.json"
@@ -264,6 +277,8 @@ def test_reports_markdown_plots_and_readme_table(tmp_path: Path) -> None:
     md = written[0].read_text()
     assert "Test CPU" in md and "20 ms one-way" in md and "| 7 | tx | 2/s |" in md
     assert "--concurrency 8 --batch 100 --latency-ms 20" in md
+    # The machine's speed during each run: probed (7 nodes), or not known (4 nodes).
+    assert "| 55 (51-92) µs |" in md and "(delaying proxy) | - |" in md
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{report.BEGIN}\nold\n{report.END}\nafter\n")
     report.update_readme(readme, [path])
