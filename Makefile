@@ -43,6 +43,7 @@ bench-micro: $(STAMP)
 	$(BIN)/python -m bench.storage
 	$(BIN)/python -m bench.replica
 	$(BIN)/python -m bench.lookup
+	$(BIN)/python -m bench.instructions
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,291 @@
+"""Instructions per operation, counted by callgrind: ``python -m bench.instructions [--reps N]``.
+
+This machine's speed drifts: one Ed25519 verification took 51 to 105 us on different days, and
+54 to 92 us within one minute on a slow day. A wall-clock figure of one version of the code
+cannot be compared with another version's measured at another time; an instruction count can.
+Valgrind's callgrind counts the instructions the CPU executes, which do not depend on what else
+the host runs: the same code gives the same count within about 1 %.
+
+For each operation a child Python (``--child OP REPS``) builds its inputs, runs the operation
+once to warm caches, then ``REPS`` more times; it runs under ``valgrind --tool=callgrind`` twice,
+with 0 and with ``--reps`` repetitions, and the difference divided by repetitions x items is the
+count per item. The operations are the ones every node runs for every transaction:
+
+- ``tx_decode``: decode one record-commitment transaction (untrusted path, canonicality checked);
+- ``query_entry_decode``: decode one query-entry transaction;
+- ``query_entry_check``: its stateless admission (decode, the agency's and the lender's
+  Ed25519 signatures -- about 85 % of the count);
+- ``query_entry_execute``: execute one query entry in a block (consent, balance, fees, audit
+  entry), from already-decoded transactions as the node does;
+- ``record_commitment_execute``: execute one record commitment likewise;
+- ``block_decode``: decode a block, per transaction in it (Merkle root checked).
+
+Results: ``bench/results/instructions.json`` (instructions per item, and the valgrind version).
+Needs ``valgrind`` on the PATH (Debian's package); says so and exits 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench.results_io import RESULTS_DIR, write_result
+from protocol.apphash import GENESIS_APP_HASH, next_app_hash
+from protocol.block import Block, make_header
+from protocol.codec import decode, encode
+from protocol.contract.admission import check_tx
+from protocol.contract.rules import execute_block
+from protocol.crypto import Identity, h256
+from protocol.genesis import FeeSchedule, Genesis, Validator
+from protocol.transactions import (
+    CommitmentEntry,
+    ConsentGrant,
+    QueryEntry,
+    QueryRequest,
+    RecordCommitment,
+    RegisterClient,
+    RegisterSubject,
+    Transaction,
+    TxBody,
+    decode_tx,
+)
+from protocol.vocabulary import Purpose, QueryMode
+
+CHAIN = "creditnet-instructions"
+T0 = 1_700_000_000_000
+ITEMS = 100
+AGENCY = Identity(b"\x01" * 32)
+CLIENT = Identity(b"\x40" * 32)
+SUBJECT = Identity(b"\x60" * 32)
+PSEUDONYM = h256(b"subject")
+GENESIS = Genesis(
+    chain_id=CHAIN,
+    genesis_time_ms=T0 - 1000,
+    validators=tuple(
+        Validator(f"agency{i}", Identity(bytes([1 + i]) * 32).public_key, f"/ip4/127.0.0.1/tcp/{i}")
+        for i in range(4)
+    ),
+    pseudonym_salt=b"\x00" * 32,
+    fees=FeeSchedule(query_fee=100, exchange_fee=50),
+)
+
+
+class _State:
+    """Committed state in a dict, as the contract reads it."""
+
+    def __init__(self) -> None:
+        self.data: dict[bytes, bytes] = {}
+
+    def get(self, key: bytes) -> bytes | None:
+        return self.data.get(key)
+
+    def items(self, prefix: bytes) -> Any:
+        return iter(sorted((k, v) for k, v in self.data.items() if k.startswith(prefix)))
+
+
+class _Ledger:
+    def __init__(self) -> None:
+        self.state = _State()
+        self.height = 0
+        self.app_hash = GENESIS_APP_HASH
+        self.nonce = 0
+
+    def tx(self, signer: Identity, body: TxBody) -> bytes:
+        self.nonce += 1
+        return encode(Transaction.sign(signer, CHAIN, body, self.nonce))
+
+    def block(self, txs: list[bytes]) -> Block:
+        header = make_header(
+            chain_id=CHAIN,
+            height=self.height + 1,
+            time_ms=T0 + 1000 * self.height,
+            prev_hash=bytes(32),
+            txs=txs,
+            app_height=self.height,
+            app_hash=self.app_hash,
+            view=0,
+            proposer=AGENCY.public_key,
+        )
+        return Block(header, tuple(txs))
+
+    def run(self, txs: list[bytes]) -> None:
+        block = self.block(txs)
+        out = execute_block(GENESIS, self.state, block)
+        if not all(o.ok for o in out.outcomes):
+            raise RuntimeError(f"set-up refused: {[o.detail for o in out.outcomes if not o.ok]}")
+        for key, value in out.changes.items():
+            if value is None:
+                self.state.data.pop(key, None)
+            else:
+                self.state.data[key] = value
+        self.height = block.height
+        self.app_hash = next_app_hash(self.app_hash, out.changes)
+
+
+def _ledger() -> _Ledger:
+    """A lender with a deposit, a subject and its consent for loan approval."""
+    ledger = _Ledger()
+    ledger.run(
+        [
+            ledger.tx(AGENCY, RegisterClient(CLIENT.public_key, "lender", 10**12)),
+            ledger.tx(AGENCY, RegisterSubject(PSEUDONYM, SUBJECT.public_key)),
+        ]
+    )
+    grant = ConsentGrant(PSEUDONYM, CLIENT.public_key, Purpose.LOAN_APPROVAL, (), T0 + 10**9)
+    ledger.run([ledger.tx(SUBJECT, grant)])
+    return ledger
+
+
+def _query_entries(ledger: _Ledger) -> list[bytes]:
+    time_ms = T0 + 1000 * ledger.height
+    return [
+        ledger.tx(
+            AGENCY,
+            QueryEntry(
+                QueryRequest.sign(
+                    CLIENT,
+                    CHAIN,
+                    agency=AGENCY.public_key,
+                    pseudonym=PSEUDONYM,
+                    purpose=Purpose.LOAN_APPROVAL,
+                    categories=(),
+                    nonce=i,
+                    time_ms=time_ms,
+                ),
+                QueryMode.DIRECT,
+                (),
+                100,
+            ),
+        )
+        for i in range(ITEMS)
+    ]
+
+
+def _commitments(ledger: _Ledger) -> list[bytes]:
+    return [
+        ledger.tx(AGENCY, RecordCommitment((CommitmentEntry(h256(b"r%d" % i), h256(b"d")),)))
+        for i in range(ITEMS)
+    ]
+
+
+def _executing(ledger: _Ledger, txs: list[bytes]) -> Callable[[], None]:
+    block = ledger.block(txs)
+    known = {h256(tx): decode_tx(tx) for tx in txs}
+
+    def run() -> None:
+        out = execute_block(GENESIS, ledger.state, block, decoded=known.get)
+        assert all(o.ok for o in out.outcomes)
+
+    return run
+
+
+def _each(fn: Callable[[bytes], object], items: list[bytes]) -> Callable[[], None]:
+    def run() -> None:
+        for item in items:
+            fn(item)
+
+    return run
+
+
+def operation(name: str) -> Callable[[], None]:
+    """The operation ``name`` over ITEMS items, its inputs built."""
+    ledger = _ledger()
+    if name == "tx_decode":
+        return _each(decode_tx, _commitments(ledger))
+    if name == "query_entry_decode":
+        return _each(decode_tx, _query_entries(ledger))
+    if name == "query_entry_check":
+        return _each(lambda tx: check_tx(CHAIN, tx), _query_entries(ledger))
+    if name == "query_entry_execute":
+        return _executing(ledger, _query_entries(ledger))
+    if name == "record_commitment_execute":
+        return _executing(ledger, _commitments(ledger))
+    if name == "block_decode":
+        return _each(lambda data: decode(data, Block), [encode(ledger.block(_commitments(ledger)))])
+    raise ValueError(f"unknown operation {name!r}")
+
+
+OPERATIONS = (
+    "tx_decode",
+    "query_entry_decode",
+    "query_entry_check",
+    "query_entry_execute",
+    "record_commitment_execute",
+    "block_decode",
+)
+
+
+def child(name: str, reps: int) -> None:
+    run = operation(name)
+    run()  # warm: first-use costs (compiled decoders, caches) stay out of the difference
+    gc.collect()
+    gc.disable()  # collections come when allocation counts say, not per item: kept out
+    for _ in range(reps):
+        run()
+
+
+_REFS = re.compile(r"refs:\s*([\d,]+)")
+
+
+def count(name: str, reps: int) -> int:
+    """Instructions callgrind counts for the child with ``reps`` repetitions of ``name``."""
+    cmd = [
+        "valgrind",
+        "--tool=callgrind",
+        "--callgrind-out-file=/dev/null",
+        sys.executable,
+        "-m",
+        "bench.instructions",
+        "--child",
+        name,
+        str(reps),
+    ]
+    env = {**os.environ, "PYTHONHASHSEED": "0"}  # the same string hashes, dict probes, sets
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
+    found = _REFS.search(done.stderr)
+    if done.returncode != 0 or found is None:
+        raise RuntimeError(f"{name}: valgrind failed ({done.returncode}): {done.stderr[-500:]}")
+    return int(found.group(1).replace(",", ""))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--reps", type=int, default=3, help="repetitions counted (default 3)")
+    ap.add_argument("--only", action="append", choices=OPERATIONS, help="these operations")
+    ap.add_argument("--out", type=Path, default=RESULTS_DIR / "instructions.json")
+    ap.add_argument("--child", nargs=2, metavar=("OP", "REPS"), help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        child(args.child[0], int(args.child[1]))
+        return 0
+    if args.reps < 1:
+        ap.error("--reps must be at least 1")
+    if shutil.which("valgrind") is None:
+        print("bench.instructions: valgrind is not installed (Debian: apt install valgrind)")
+        return 1
+    figures: dict[str, Any] = {"items_per_repetition": ITEMS, "repetitions": args.reps}
+    per_item: dict[str, int] = {}
+    for name in args.only or OPERATIONS:
+        base, full = count(name, 0), count(name, args.reps)
+        per_item[name] = round((full - base) / (args.reps * ITEMS))
+        print(f"{name}: {per_item[name]:,} instructions per item", flush=True)
+    figures["instructions_per_item"] = per_item
+    version = subprocess.run(
+        ["valgrind", "--version"], capture_output=True, text=True, check=False
+    ).stdout
+    figures["valgrind"] = version.strip()
+    path = write_result("instructions", figures, args.out)
+    print(f"bench.instructions: wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
