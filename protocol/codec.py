@@ -33,6 +33,7 @@ MAX_MESSAGE_BYTES = 1 << 20
 MAX_BIN_LEN = MAX_MESSAGE_BYTES
 MAX_STR_LEN = 64 * 1024
 MAX_ARRAY_LEN = 100_000
+_SMALL_INPUT = min(MAX_BIN_LEN, MAX_STR_LEN, MAX_ARRAY_LEN)
 MAX_DEPTH = 16
 UINT64_MAX = (1 << 64) - 1
 
@@ -657,17 +658,22 @@ def decode(
     if not data:
         raise CodecError("empty input")
     try:
-        raw = msgpack.unpackb(
-            data,
-            raw=False,
-            use_list=True,
-            strict_map_key=True,
-            max_bin_len=min(MAX_BIN_LEN, len(data)),
-            max_str_len=min(MAX_STR_LEN, len(data)),
-            max_array_len=min(MAX_ARRAY_LEN, len(data)),
-            max_map_len=0,
-            max_ext_len=0,
-        )
+        if len(data) <= _SMALL_INPUT:
+            # Every length limit below would be len(data): msgpack's own default for unpackb,
+            # as are raw=False, use_list and strict_map_key (parsing keywords costs per call).
+            raw = msgpack.unpackb(data, max_map_len=0, max_ext_len=0)
+        else:
+            raw = msgpack.unpackb(
+                data,
+                raw=False,
+                use_list=True,
+                strict_map_key=True,
+                max_bin_len=min(MAX_BIN_LEN, len(data)),
+                max_str_len=min(MAX_STR_LEN, len(data)),
+                max_array_len=min(MAX_ARRAY_LEN, len(data)),
+                max_map_len=0,
+                max_ext_len=0,
+            )
     except UnicodeDecodeError as exc:
         raise CodecError(f"invalid UTF-8 in a string at byte {exc.start}") from None
     except msgpack.ExtraData:

@@ -400,3 +400,20 @@ def test_the_reused_packer_keeps_nothing_between_calls() -> None:
     with ThreadPoolExecutor(4) as pool:
         packed = list(pool.map(codec._pack, trees))
     assert packed == [msgpack.packb(t, use_bin_type=True) for t in trees]
+
+
+def test_small_inputs_keep_the_length_limits_of_their_own_size() -> None:
+    """Inputs up to 64 KiB are unpacked with msgpack's default limits, which it sets from the
+    input's length, as the explicit ones for larger inputs do: a header claiming more items or
+    bytes than the input holds is refused before anything is allocated, as are maps and ext."""
+    for data, what in (
+        (b"\xdd\xff\xff\xff\xff", "max_array_len"),  # an array of 2^32 - 1 items, in 5 bytes
+        (b"\xdc\xff\xff" + b"\x00" * 8, "max_array_len"),
+        (msgpack.packb({1: 2}), "max_map_len"),
+        (msgpack.packb(msgpack.ExtType(1, b"x")), "max_ext_len"),
+    ):
+        with pytest.raises(CodecError, match=what):
+            decode(data)
+    big = msgpack.packb([60_000, b"\x00" * (70 * 1024)], use_bin_type=True)  # explicit limits
+    with pytest.raises(CodecError, match="unknown type tag"):
+        decode(big)
