@@ -176,6 +176,7 @@ def message(name: str, *, slots: bool = True) -> Callable[[type[M]], type[M]]:
         if tag in _REGISTRY:
             raise RuntimeError(f"tag {tag:#x} ({name}) registered twice")
         dc = dataclass(frozen=True, slots=slots)(cls)
+        _fast_init(dc)
         dc.TAG = tag
         _REGISTRY[tag] = dc
         _PENDING.append(dc)
@@ -185,6 +186,38 @@ def message(name: str, *, slots: bool = True) -> Callable[[type[M]], type[M]]:
 
 
 _PENDING: list[type[Message]] = []
+
+
+def _fast_init(cls: type[Message]) -> None:
+    """Give a slotted message an ``__init__`` that sets each field through its slot descriptor.
+
+    The frozen dataclass's own ``__init__`` goes through ``object.__setattr__`` for every field,
+    twice the cost, and messages are built on every hot path (state values the contract writes,
+    votes, transactions). Same parameters, same defaults, nothing else done: a class with a
+    default factory, keyword-only or non-init fields, or a ``__post_init__`` keeps the
+    dataclass's.
+    """
+    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+    if hasattr(cls, "__post_init__") or any(
+        f.default_factory is not dataclasses.MISSING or f.kw_only or not f.init for f in fields
+    ):
+        return
+    if not all(type(cls.__dict__.get(f.name)) is types.MemberDescriptorType for f in fields):
+        return  # not slotted: fields live in __dict__
+    ns: dict[str, Any] = {}
+    params, body = ["self"], []
+    for i, f in enumerate(fields):
+        if f.default is dataclasses.MISSING:
+            params.append(f.name)
+        else:
+            ns[f"_default{i}"] = f.default
+            params.append(f"{f.name}=_default{i}")
+        ns[f"_set{i}"] = cls.__dict__[f.name].__set__
+        body.append(f"_set{i}(self, {f.name})")
+    init = _compile("__init__", ", ".join(params), body or ["pass"], ns)
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    init.__annotations__ = dict(cls.__init__.__annotations__)
+    cls.__init__ = init  # type: ignore[method-assign]
 
 
 _COMPILE_LOCK = threading.Lock()

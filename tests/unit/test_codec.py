@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import enum
+import inspect
 import types
 import typing
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import msgpack
 import pytest
@@ -417,3 +419,31 @@ def test_small_inputs_keep_the_length_limits_of_their_own_size() -> None:
     big = msgpack.packb([60_000, b"\x00" * (70 * 1024)], use_bin_type=True)  # explicit limits
     with pytest.raises(CodecError, match="unknown type tag"):
         decode(big)
+
+
+@given(any_message())
+@settings(max_examples=300, deadline=None)
+def test_a_message_built_by_its_constructor_is_the_decoded_one(msg: Any) -> None:
+    """Slotted messages get a generated ``__init__`` (fields set through their slot descriptors):
+    positional or by keyword, it builds exactly the message the codec decodes."""
+    cls = type(msg)
+    values = {f.name: getattr(msg, f.name) for f in dataclasses.fields(cls)}
+    assert cls(*values.values()) == msg == cls(**values)
+    assert decode(encode(cls(**values), check=False)) == msg
+    first = dataclasses.fields(cls)[0].name
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(cls(**values), first, values[first])  # still frozen
+
+
+@pytest.mark.parametrize("cls", list(registered().values()), ids=lambda c: c.__name__)
+def test_the_generated_init_keeps_the_dataclass_signature(cls: type[Any]) -> None:
+    fields = dataclasses.fields(cls)
+    params = list(inspect.signature(cls).parameters.values())
+    assert [p.name for p in params] == [f.name for f in fields]
+    for p, f in zip(params, fields, strict=True):
+        expected = inspect.Parameter.empty if f.default is dataclasses.MISSING else f.default
+        assert p.default == expected
+    with pytest.raises(TypeError):
+        cls()  # every message has a field without a default
+    if "__slots__" in cls.__dict__:  # the slotted ones have the generated __init__
+        assert "_set0" in cls.__init__.__globals__
