@@ -40,10 +40,26 @@ class ClusterError(AssertionError):
     """The cluster did not reach what a test waited for; the message says what and where."""
 
 
+EPHEMERAL_SPAN = 2200
+"""Room kept above a base port: the nodes' ports and the WAN proxy's (base + 2000 + i*n + j)."""
+
+
+def _ephemeral_low() -> int:
+    """The lowest port the kernel hands out to outgoing connections (32768 if not told)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_base_port(nodes: int, rng: random.Random) -> int:
-    """A base port B such that B .. B+10*nodes are free on 127.0.0.1 (checked by binding)."""
+    """A base port B such that B .. B+10*nodes are free on 127.0.0.1 (checked by binding),
+    below the kernel's ephemeral range with the proxy's ports: a port free when checked but in
+    that range can be taken by any outgoing connection (a node dialling a peer) before the node
+    that should listen on it binds it -- seen as "Address already in use" in a test run."""
+    high = max(20010, _ephemeral_low() - EPHEMERAL_SPAN - 10 * nodes)
     for _ in range(200):
-        base = rng.randrange(20000, 60000 - 10 * nodes, 10)
+        base = rng.randrange(20000, high, 10)
         socks = []
         try:
             for i in range(nodes):
