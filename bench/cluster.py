@@ -18,6 +18,7 @@ generator, started, watched and always stopped; the building blocks of :mod:`ben
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -49,6 +50,8 @@ STOP_GRACE_S = 10.0
 SETTLE_TIMEOUT_S = 30.0
 SAMPLE_EVERY_S = 1.0
 SPEED_EVERY_S = 3.0
+STEAL_SECOND_PCT = 10.0
+"""A second in which the hypervisor stole at least this share of the machine is counted."""
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 METRIC_FAMILIES = (
     "creditnet_consensus_height",
@@ -65,6 +68,7 @@ METRIC_FAMILIES = (
     "creditnet_consensus_p2p_messages_total",
     "creditnet_consensus_suspicions_total",
     "creditnet_consensus_p2p_bad_messages_total",
+    "creditnet_worker_cpu_seconds_total",
     "process_cpu_seconds_total",
 )
 
@@ -328,6 +332,58 @@ def proc_sample(pid: int) -> tuple[float, float, int] | None:
     return None  # a zombie has no memory
 
 
+def host_cpu_sample() -> tuple[int, int, int] | None:
+    """(steal, idle incl. iowait, total) clock ticks of all CPUs since boot, from /proc/stat;
+    None where it cannot be read. Steal is time the hypervisor ran something else while this
+    machine's CPUs had work: a slowdown no change to creditnet can cause or cure."""
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            fields = f.readline().split()
+    except OSError:
+        return None
+    if not fields or fields[0] != "cpu" or len(fields) < 9:
+        return None
+    try:
+        ticks = [int(x) for x in fields[1:]]
+    except ValueError:
+        return None
+    # user nice system idle iowait irq softirq steal [guest guest_nice: already in user/nice]
+    return ticks[7], ticks[3] + ticks[4], sum(ticks[:8])
+
+
+def host_cpu_summary(
+    log: Sequence[tuple[float, tuple[int, int, int]]], start: float, end: float
+) -> dict[str, Any]:  # (log: (monotonic time, host_cpu_sample()) about every second)
+    """Steal and idle shares of the machine over ``[start, end]`` from successive
+    :func:`host_cpu_sample` readings: whole-window percentages, the worst second's steal, the
+    seconds with steal >= STEAL_SECOND_PCT, and each second's steal (to set beside latency)."""
+    window = [(t, s) for t, s in log if start - SAMPLE_EVERY_S <= t <= end]
+    per_second: list[tuple[float, float, float]] = []  # (time after start, steal %, idle %)
+    for (_, a), (t1, b) in itertools.pairwise(window):
+        total = b[2] - a[2]
+        if total > 0 and t1 >= start:
+            per_second.append(
+                (t1 - start, 100 * (b[0] - a[0]) / total, 100 * (b[1] - a[1]) / total)
+            )
+    if not per_second:
+        return {
+            "steal_pct": None,
+            "idle_pct": None,
+            "steal_max_pct": None,
+            "seconds_steal_over": None,
+            "steal_per_s": [],
+        }
+    first, last = window[0][1], window[-1][1]
+    total = max(1, last[2] - first[2])
+    return {
+        "steal_pct": round(100 * (last[0] - first[0]) / total, 1),
+        "idle_pct": round(100 * (last[1] - first[1]) / total, 1),
+        "steal_max_pct": round(max(x[1] for x in per_second), 1),
+        "seconds_steal_over": sum(1 for x in per_second if x[1] >= STEAL_SECOND_PCT),
+        "steal_per_s": [[round(t, 1), round(st, 1)] for t, st, _ in per_second],
+    }
+
+
 @dataclass
 class Series:
     """Timed samples of one process: (monotonic time, CPU seconds, main-thread CPU seconds,
@@ -369,6 +425,7 @@ class Sampler:
         self.nodes = list(nodes)
         self.status_log: list[tuple[float, list[dict[str, Any] | None]]] = []
         self.speed_log: list[tuple[float, float]] = []
+        self.host_log: list[tuple[float, tuple[int, int, int]]] = []
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._threads = [
@@ -402,6 +459,9 @@ class Sampler:
                 sample = proc_sample(pid)
                 if sample is not None:
                     self.series[name].samples.append((now, *sample))
+            host = host_cpu_sample()
+            if host is not None:
+                self.host_log.append((time.monotonic(), host))
             next_at += SAMPLE_EVERY_S
             self._stop.wait(max(0.0, next_at - time.monotonic()))
 
@@ -432,6 +492,10 @@ class Sampler:
             "max": values[-1],
             "probes": len(values),
         }
+
+    def host(self, start: float, end: float) -> dict[str, Any]:
+        """The machine's steal and idle time over the window: see :func:`host_cpu_summary`."""
+        return host_cpu_summary(self.host_log, start, end)
 
     def timeline(self, start: float, end: float) -> list[dict[str, Any]]:
         """Per second of the window: each node's height and mempool size (None: no answer)."""

@@ -128,6 +128,7 @@ def summary_rows(doc: dict[str, Any]) -> list[list[str]]:
                     _fmt(int(views)),
                     network_text(params),
                     speed_text(doc, run),
+                    steal_text(run),
                 ]
             )
     return rows
@@ -144,6 +145,15 @@ def speed_text(doc: dict[str, Any], run: dict[str, Any]) -> str:
     return f"{_fmt(after, 0)} µs (after the run)" if after is not None else "-"
 
 
+def steal_text(run: dict[str, Any]) -> str:
+    """CPU time the hypervisor took from this machine during the run: the whole window's share
+    and the worst second's (files written before this was sampled: "-")."""
+    host = run.get("host_cpu") or {}
+    if host.get("steal_pct") is None:
+        return "-"
+    return f"{_fmt(host['steal_pct'], 0)} % ({_fmt(host['steal_max_pct'], 0)} %)"
+
+
 HEADER = [
     "nodes",
     "items",
@@ -155,6 +165,7 @@ HEADER = [
     "view changes (sum over nodes)",
     "network",
     "Ed25519 verify during the run",
+    "host steal: run (worst second)",
 ]
 
 

@@ -68,6 +68,7 @@ from typing import Any
 
 from bench import report
 from bench.cluster import (
+    STEAL_SECOND_PCT,
     ClusterError,
     LoadRun,
     NodeProc,
@@ -149,6 +150,12 @@ RESULTS_FORMAT = """\
                "rss_mb": {"mean", "max"}, "height", "app_hash", "view", "mempool_max",
                "exited_early", "exit_reason", "metrics": {...}, "metrics_delta": {...}}},
      "load_generator": {"cpu_pct", "rss_mb"}, "wan_proxy": {...} | null,
+     "ed25519_verify_us": {"min", "p50", "max", "probes"} (the machine's speed during the run),
+     "host_cpu": {"steal_pct", "idle_pct" (of the whole machine over the window),
+                  "steal_max_pct" (worst second), "seconds_steal_over" (seconds with steal
+                  >= 10 %), "steal_per_s": [[s after the start, steal %], ...]},
+     "latency_by_steal": {kind: {"steal": {"items", "p99_ms"}, "other": {...}}} (items whose
+                  send-to-answer span touched a second with steal >= 10 %, and the rest),
      "timeline": [{"t": s, "height": [per node], "mempool": [...], "view": [...]}]}]}}
 A size that failed has only "nodes", "ok": false, "error", "per_s": null, "latency_ms",
 "by_kind": {}, "target": {}, "nodes_exited", "timeline". For "mixed", "per_s", "sent" and
@@ -372,17 +379,18 @@ def scrape(nodes: Sequence[NodeProc]) -> list[dict[str, float]]:
 
 
 def metrics_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    """Counters' increase over the timed phase (the ones that explain the run)."""
-    keys = (
+    """Counters' increase over the timed phase (the ones that explain the run), with the CPU
+    time of the worker threads by task (signature checks, execution, storage)."""
+    keys: tuple[str, ...] = (
         "creditnet_consensus_txs_committed_total",
         "creditnet_consensus_view_changes_total",
         "creditnet_consensus_block_txs_count",
         "creditnet_p2p_dropped_frames_total",
         "process_cpu_seconds_total",
     )
+    keys += tuple(sorted(k for k in after if k.startswith("creditnet_worker_cpu_seconds_total{")))
     return {
-        k.removeprefix("creditnet_"): round(after.get(k, 0.0) - before.get(k, 0.0), 3)
-        for k in keys
+        k.removeprefix("creditnet_"): round(after.get(k, 0.0) - before.get(k, 0.0), 3) for k in keys
     }
 
 
@@ -424,6 +432,32 @@ def per_kind(
                 and p99 is not None
                 and p99 <= want_p99,
             },
+        }
+    return out
+
+
+def latency_by_steal(
+    samples: dict[str, Any], steal_per_s: Sequence[Sequence[float]]
+) -> dict[str, Any]:
+    """Per kind, the p99 latency of the items whose send-to-answer span touched a second in
+    which the hypervisor stole >= STEAL_SECOND_PCT of the machine, and of the rest: tells a
+    tail made by the host from one made by creditnet. (The headline figures keep every item.)"""
+    stolen = [t for t, pct in steal_per_s if pct >= STEAL_SECOND_PCT]  # seconds (t - 1, t]
+    out: dict[str, Any] = {}
+    for kind, s in samples.items():
+        hit: list[float] = []
+        rest: list[float] = []
+        done_at = s.get("done_s") or []
+        for done, ms in zip(done_at, s.get("latency_ms") or [], strict=False):
+            sent = done - ms / 1000
+            touched = any(t - 1 < done and sent <= t for t in stolen)
+            (hit if touched else rest).append(ms)
+        out[kind] = {
+            name: {
+                "items": len(xs),
+                "p99_ms": nearest_rank(sorted(xs), 99) if xs else None,
+            }
+            for name, xs in (("steal", hit), ("other", rest))
         }
     return out
 
@@ -517,6 +551,7 @@ def run_size(p: Params, n: int, workdir: Path) -> dict[str, Any]:
             "metrics_delta": metrics_delta(raw0, raw),
         }
     kinds = per_kind(samples, report_doc, load.details if load is not None else {})
+    host = sampler.host(start, end)
     return {
         "nodes": n,
         "ok": bool(consistent or same_chain) and not died,
@@ -536,6 +571,8 @@ def run_size(p: Params, n: int, workdir: Path) -> dict[str, Any]:
         "per_node": per_node,
         "load_generator": sampler.series["load"].summary(start, end),
         "ed25519_verify_us": sampler.speed(start, end),
+        "host_cpu": host,
+        "latency_by_steal": latency_by_steal(samples, host["steal_per_s"]),
         "wan_proxy": (
             {**sampler.series["wan_proxy"].summary(start, end), "stats": wan_stats}
             if proxy is not None
@@ -565,6 +602,18 @@ def summary_lines(run: dict[str, Any]) -> list[str]:
         lines.append(
             f"machine speed: one Ed25519 verification {speed['p50']} us "
             f"({speed['min']}..{speed['max']}, {speed['probes']} probes)"
+        )
+    host = run.get("host_cpu") or {}
+    if host.get("steal_pct") is not None:
+        split = ", ".join(
+            f"{kind} p99 {v['steal']['p99_ms']} ms in {v['steal']['items']} items touching "
+            f"those seconds, {v['other']['p99_ms']} ms in the other {v['other']['items']}"
+            for kind, v in (run.get("latency_by_steal") or {}).items()
+        )
+        lines.append(
+            f"host: steal {host['steal_pct']} % of the machine (worst second "
+            f"{host['steal_max_pct']} %, {host['seconds_steal_over']} s at >= "
+            f"{STEAL_SECOND_PCT:g} %), idle {host['idle_pct']} %" + (f"; {split}" if split else "")
         )
     lines.append(
         "one chain: all nodes at the same height and app hash"

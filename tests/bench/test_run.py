@@ -19,11 +19,12 @@ import pytest
 import trio
 
 from bench import report
-from bench.cluster import Sampler
+from bench.cluster import Sampler, host_cpu_sample, host_cpu_summary
 from bench.load import commit_batches
 from bench.results_io import verify_us
 from bench.run import (
     PROXY_PORT_OFFSET,
+    latency_by_steal,
     nearest_rank,
     params_from,
     parse_sizes,
@@ -211,6 +212,52 @@ def test_the_machine_speed_probes_of_a_window() -> None:
     assert verify_us() is not None and 1.0 < verify_us() < 10_000.0  # type: ignore[operator]
 
 
+def test_host_steal_and_idle_of_a_window() -> None:
+    """Shares of /proc/stat's ticks between successive readings: the window's whole share, the
+    worst second, and the seconds at >= 10 % steal; readings outside the window are left out."""
+    # (steal, idle, total) ticks: 200 a second on 2 CPUs
+    log = [
+        (0.0, (0, 0, 0)),
+        (1.0, (40, 100, 200)),  # before the window
+        (2.0, (40, 180, 400)),  # 0 % steal, 40 % idle
+        (3.0, (80, 200, 600)),  # 20 % steal, 10 % idle
+        (4.0, (90, 260, 800)),  # 5 % steal, 30 % idle
+        (9.0, (500, 500, 1800)),  # after the window
+    ]
+    summary = host_cpu_summary(log, 1.5, 4.5)
+    assert summary == {
+        "steal_pct": 8.3,  # 50 of 600 ticks from t=1 to t=4
+        "idle_pct": 26.7,
+        "steal_max_pct": 20.0,
+        "seconds_steal_over": 1,
+        "steal_per_s": [[0.5, 0.0], [1.5, 20.0], [2.5, 5.0]],
+    }
+    assert host_cpu_summary(log[:1], 0.0, 5.0)["steal_pct"] is None
+    steal, idle, total = host_cpu_sample() or (0, 0, 0)
+    assert total > 0 and 0 <= steal <= total and 0 <= idle <= total
+
+
+def test_latency_split_by_the_seconds_the_host_stole() -> None:
+    """An item counts under "steal" when its send-to-answer span touched a second (t - 1, t]
+    with steal >= 10 %; every item lands in exactly one of the two."""
+    samples = {
+        "query1": {
+            "done_s": [0.5, 2.5, 2.95, 4.0, 6.0],
+            "latency_ms": [100.0, 100.0, 1200.0, 300.0, 50.0],
+        }
+    }
+    split = latency_by_steal(samples, [[1.0, 2.0], [2.0, 30.0], [3.0, 9.9], [4.0, 12.0]])
+    # second (1, 2] stole 30 %: the 1,200 ms item sent at 1.75 s; second (3, 4] 12 %: the item
+    # answered at 4.0 s
+    assert split == {
+        "query1": {
+            "steal": {"items": 2, "p99_ms": 1200.0},
+            "other": {"items": 3, "p99_ms": 100.0},
+        }
+    }
+    assert latency_by_steal(samples, [])["query1"]["steal"] == {"items": 0, "p99_ms": None}
+
+
 def test_per_kind_cdf_and_per_second_counts() -> None:
     k = fake_run(4)["by_kind"]["commit"]
     assert k["per_second"] == [1, 2]
@@ -258,7 +305,11 @@ def test_reports_markdown_plots_and_readme_table(tmp_path: Path) -> None:
             "versions": {"creditnet": "0.1.0"},
             "runs": [
                 fake_run(4),
-                fake_run(7) | {"ed25519_verify_us": {"min": 51, "p50": 55, "max": 92, "probes": 9}},
+                fake_run(7)
+                | {
+                    "ed25519_verify_us": {"min": 51, "p50": 55, "max": 92, "probes": 9},
+                    "host_cpu": {"steal_pct": 3.2, "steal_max_pct": 25.0},
+                },
             ],
         },
     }
@@ -279,6 +330,8 @@ def test_reports_markdown_plots_and_readme_table(tmp_path: Path) -> None:
     assert "--concurrency 8 --batch 100 --latency-ms 20" in md
     # The machine's speed during each run: probed (7 nodes), or not known (4 nodes).
     assert "| 55 (51-92) µs |" in md and "(delaying proxy) | - |" in md
+    # CPU time the host took during the run: sampled (7 nodes), or not known (4 nodes).
+    assert "| 3 % (25 %) |" in md and "(delaying proxy) | - | - |" in md
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{report.BEGIN}\nold\n{report.END}\nafter\n")
     report.update_readme(readme, [path])
@@ -338,10 +391,11 @@ def test_a_mixed_run_over_the_wan_proxy_writes_json_markdown_and_plots(tmp_path:
     for kind in ("commit", "query1", "query2"):
         assert run["by_kind"][kind]["committed"] > 0, kind
     assert run["wan_proxy"]["stats"] is not None
-    assert len(run["per_node"]) == 4 and all(
-        v["rss_mb"]["max"] for v in run["per_node"].values()
-    )
+    assert len(run["per_node"]) == 4 and all(v["rss_mb"]["max"] for v in run["per_node"].values())
     assert run["timeline"] and doc["machine"]["cpus"]
+    host = run["host_cpu"]
+    assert 0 <= host["steal_pct"] <= 100 and 0 <= host["idle_pct"] <= 100, host
+    assert len(host["steal_per_s"]) >= 1 and set(run["latency_by_steal"]) == set(run["by_kind"])
     for suffix in ("md", "json"):
         assert (tmp_path / f"t.{suffix}").stat().st_size > 0
     for plot in ("throughput", "latency-cdf", "height", "resources"):
