@@ -358,13 +358,11 @@ def host_cpu_summary(
     :func:`host_cpu_sample` readings: whole-window percentages, the worst second's steal, the
     seconds with steal >= STEAL_SECOND_PCT, and each second's steal (to set beside latency)."""
     window = [(t, s) for t, s in log if start - SAMPLE_EVERY_S <= t <= end]
-    per_second: list[tuple[float, float, float]] = []  # (time after start, steal %, idle %)
+    per_second: list[tuple[float, float]] = []  # (time after start, steal %)
     for (_, a), (t1, b) in itertools.pairwise(window):
         total = b[2] - a[2]
         if total > 0 and t1 >= start:
-            per_second.append(
-                (t1 - start, 100 * (b[0] - a[0]) / total, 100 * (b[1] - a[1]) / total)
-            )
+            per_second.append((t1 - start, 100 * (b[0] - a[0]) / total))
     if not per_second:
         return {
             "steal_pct": None,
@@ -380,7 +378,7 @@ def host_cpu_summary(
         "idle_pct": round(100 * (last[1] - first[1]) / total, 1),
         "steal_max_pct": round(max(x[1] for x in per_second), 1),
         "seconds_steal_over": sum(1 for x in per_second if x[1] >= STEAL_SECOND_PCT),
-        "steal_per_s": [[round(t, 1), round(st, 1)] for t, st, _ in per_second],
+        "steal_per_s": [[round(t, 1), round(st, 1)] for t, st in per_second],
     }
 
 
