@@ -69,6 +69,7 @@ METRIC_FAMILIES = (
     "creditnet_consensus_suspicions_total",
     "creditnet_consensus_p2p_bad_messages_total",
     "creditnet_worker_cpu_seconds_total",
+    "creditnet_gc_pause_seconds",
     "process_cpu_seconds_total",
 )
 

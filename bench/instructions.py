@@ -18,7 +18,12 @@ count per item. The operations are the ones every node runs for every transactio
 - ``query_entry_execute``: execute one query entry in a block (consent, balance, fees, audit
   entry), from already-decoded transactions as the node does;
 - ``record_commitment_execute``: execute one record commitment likewise;
-- ``block_decode``: decode a block, per transaction in it (Merkle root checked).
+- ``block_decode``: decode a block, per transaction in it (Merkle root checked);
+- ``p2p_round_trip``: a 256-byte message sent over an open libp2p stream (TCP on 127.0.0.1,
+  Noise, Yamux, as the nodes use them, with the node's patches of the library) and the same
+  bytes echoed back: both ends' work for two consensus-sized messages -- trio's scheduling, the
+  locks and buffers of Yamux and Noise, encryption and the system calls. It is what every
+  consensus message costs on top of the replica's own work.
 
 Results: ``bench/results/instructions.json`` (instructions per item, and the valgrind version).
 Needs ``valgrind`` on the PATH (Debian's package); says so and exits 1 otherwise.
@@ -33,11 +38,27 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+
+import multiaddr
+import trio
+from libp2p import new_host
+from libp2p.abc import IHost, INetStream
+from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
+from libp2p.custom_types import TProtocol
+from libp2p.identity_utils import create_identity_from_seed
+from libp2p.io.utils import read_exactly
+from libp2p.peer.peerinfo import PeerInfo
+from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
+from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
+from libp2p.stream_muxer.yamux.yamux import Yamux
 
 from bench.results_io import RESULTS_DIR, write_result
+from node import network  # noqa: F401  (patches libp2p's Yamux credit and TCP reads, as nodes do)
 from protocol.apphash import GENESIS_APP_HASH, next_app_hash
 from protocol.block import Block, make_header
 from protocol.codec import decode, encode
@@ -195,6 +216,80 @@ def _each(fn: Callable[[bytes], object], items: list[bytes]) -> Callable[[], Non
     return run
 
 
+P2P_MESSAGE_BYTES = 256
+_ECHO = TProtocol("/creditnet/instructions-echo/1")
+
+
+class _P2PPair:
+    """Two libp2p hosts with an open stream, in a trio loop on a thread of their own; each
+    call makes ITEMS round trips of one message over it."""
+
+    def __init__(self) -> None:
+        self._ready = threading.Event()
+        self._stop: trio.Event | None = None
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._stream: INetStream | None = None
+        self._failed: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, daemon=True)
+        self._thread.start()
+        if not self._ready.wait(60) or self._stream is None:
+            raise RuntimeError(f"the two libp2p hosts did not connect: {self._failed!r}")
+
+    @staticmethod
+    def _host(seed: int) -> tuple[IHost, multiaddr.Multiaddr]:
+        key_pair = create_identity_from_seed(bytes([seed]) * 32)
+        listen = multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")
+        noise = NoiseTransport(key_pair, create_x25519_key_pair().private_key)
+        host = new_host(
+            key_pair=key_pair,
+            sec_opt={NOISE_PROTOCOL_ID: noise},
+            muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): cast(Any, Yamux)},
+            listen_addrs=[listen],
+        )
+        return host, listen
+
+    def _main(self) -> None:
+        try:
+            trio.run(self._serve)
+        except BaseException as exc:  # reported to the waiting constructor
+            self._failed = exc
+            self._ready.set()
+
+    async def _serve(self) -> None:
+        self._stop = trio.Event()
+        self._token = trio.lowlevel.current_trio_token()
+        (server, s_addr), (client, c_addr) = self._host(1), self._host(2)
+
+        async def echo(stream: INetStream) -> None:
+            while True:
+                data = await read_exactly(stream, P2P_MESSAGE_BYTES)
+                await stream.write(data)
+
+        async with server.run([s_addr]), client.run([c_addr]):
+            server.set_stream_handler(_ECHO, echo)
+            await client.connect(PeerInfo(server.get_id(), server.get_addrs()))
+            self._stream = await client.new_stream(server.get_id(), [_ECHO])
+            self._ready.set()
+            await self._stop.wait()
+            await self._stream.reset()
+
+    async def _round_trips(self) -> None:
+        assert self._stream is not None
+        message = bytes(range(256)) * (P2P_MESSAGE_BYTES // 256)
+        for _ in range(ITEMS):
+            await self._stream.write(message)
+            if await read_exactly(self._stream, P2P_MESSAGE_BYTES) != message:
+                raise RuntimeError("the echo differs from the message sent")
+
+    def __call__(self) -> None:
+        trio.from_thread.run(self._round_trips, trio_token=self._token)
+
+    def close(self) -> None:
+        if self._stop is not None and self._token is not None:
+            trio.from_thread.run_sync(self._stop.set, trio_token=self._token)
+        self._thread.join(30)
+
+
 def operation(name: str) -> Callable[[], None]:
     """The operation ``name`` over ITEMS items, its inputs built."""
     ledger = _ledger()
@@ -210,6 +305,8 @@ def operation(name: str) -> Callable[[], None]:
         return _executing(ledger, _commitments(ledger))
     if name == "block_decode":
         return _each(lambda data: decode(data, Block), [encode(ledger.block(_commitments(ledger)))])
+    if name == "p2p_round_trip":
+        return _P2PPair()
     raise ValueError(f"unknown operation {name!r}")
 
 
@@ -220,6 +317,7 @@ OPERATIONS = (
     "query_entry_execute",
     "record_commitment_execute",
     "block_decode",
+    "p2p_round_trip",
 )
 
 
@@ -230,6 +328,9 @@ def child(name: str, reps: int) -> None:
     gc.disable()  # collections come when allocation counts say, not per item: kept out
     for _ in range(reps):
         run()
+    close = getattr(run, "close", None)
+    if close is not None:
+        close()  # (the same in both counts: cancels out)
 
 
 _REFS = re.compile(r"refs:\s*([\d,]+)")

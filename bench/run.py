@@ -380,7 +380,8 @@ def scrape(nodes: Sequence[NodeProc]) -> list[dict[str, float]]:
 
 def metrics_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
     """Counters' increase over the timed phase (the ones that explain the run), with the CPU
-    time of the worker threads by task (signature checks, execution, storage)."""
+    time of the worker threads by task (signature checks, execution, storage) and the garbage
+    collector's pauses by generation (count and total seconds)."""
     keys: tuple[str, ...] = (
         "creditnet_consensus_txs_committed_total",
         "creditnet_consensus_view_changes_total",
@@ -388,7 +389,19 @@ def metrics_delta(before: dict[str, float], after: dict[str, float]) -> dict[str
         "creditnet_p2p_dropped_frames_total",
         "process_cpu_seconds_total",
     )
-    keys += tuple(sorted(k for k in after if k.startswith("creditnet_worker_cpu_seconds_total{")))
+    keys += tuple(
+        sorted(
+            k
+            for k in after
+            if k.startswith(
+                (
+                    "creditnet_worker_cpu_seconds_total{",
+                    "creditnet_gc_pause_seconds_count{",
+                    "creditnet_gc_pause_seconds_sum{",
+                )
+            )
+        )
+    )
     return {
         k.removeprefix("creditnet_"): round(after.get(k, 0.0) - before.get(k, 0.0), 3) for k in keys
     }

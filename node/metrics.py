@@ -7,7 +7,11 @@ figures. ``serve_metrics`` exposes the registry on the metrics port in Prometheu
 
 from __future__ import annotations
 
+import gc
 import logging
+import time
+from collections.abc import Callable
+from typing import Any
 
 import trio
 from prometheus_client import (
@@ -26,6 +30,7 @@ from node.tasks import TaskStatus
 log = logging.getLogger("creditnet.metrics")
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+GC_PAUSE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 INTERVAL_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0)
 
 
@@ -149,7 +154,34 @@ class NodeMetrics:
             "Transactions whose signatures this node verified.",
             registry=r,
         )
+        self.gc_pause = Histogram(
+            p + "gc_pause_seconds",
+            "Garbage collections of the node process and how long each stopped every thread, "
+            "by generation (2 = full collection).",
+            ["generation"],
+            buckets=GC_PAUSE_BUCKETS,
+            registry=r,
+        )
         _zero_labels(self)
+
+    def watch_gc(self) -> Callable[[], None]:
+        """Time every garbage collection of this process into ``gc_pause``; returns the undo.
+
+        A collection holds the GIL throughout, so its length is a pause of consensus, the API and
+        the worker threads alike -- the kind of stall that shows up only in a latency tail, and
+        only in a long run, as the heap grows. Python's hook costs two calls per collection.
+        """
+        started = [0.0]
+        children = [self.gc_pause.labels(str(g)) for g in range(3)]
+
+        def on_gc(phase: str, info: dict[str, Any]) -> None:
+            if phase == "start":
+                started[0] = time.perf_counter()
+            else:
+                children[info["generation"]].observe(time.perf_counter() - started[0])
+
+        gc.callbacks.append(on_gc)
+        return lambda: gc.callbacks.remove(on_gc)
 
 
 BAD_MESSAGE_REASONS = (
@@ -185,6 +217,8 @@ def _zero_labels(metrics: NodeMetrics) -> None:
         metrics.p2p_bad_messages.labels(reason)
     for kind in SUSPICION_KINDS:
         metrics.suspicions.labels(kind)
+    for generation in range(3):
+        metrics.gc_pause.labels(str(generation))
     for direction in ("in", "out"):
         metrics.p2p_messages.labels(direction, "consensus")
         metrics.p2p_messages.labels(direction, "tx_batch")

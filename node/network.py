@@ -58,7 +58,7 @@ from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 from libp2p.tools.anyio_service import background_trio_service
 
-from node import yamux_credit
+from node import quick_locks, tcp_buffer, yamux_credit
 from node.framing import FrameBuffer, FrameTooLarge, frame
 from node.metrics import NodeMetrics
 from node.ratelimit import TokenBucket
@@ -81,6 +81,10 @@ log = logging.getLogger("creditnet.p2p")
 # py-libp2p's Yamux sends a WINDOW_UPDATE on about every other read: one more encrypted frame
 # and syscall each way for a message received. Credit goes back as go-yamux returns it instead.
 yamux_credit.install()
+# Two socket reads per Noise message, each a trip through trio's scheduler: one per burst instead.
+tcp_buffer.install()
+# About ten lock acquisitions per message, each a trip through trio's scheduler though free.
+quick_locks.install()
 
 CONSENSUS_PROTOCOL = TProtocol("/creditnet/consensus/1.0.0")
 MAX_UNACKED_FRAMES = 10_000

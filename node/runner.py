@@ -35,20 +35,24 @@ async def run_node(home: Path) -> None:
     """Open the node at ``home`` and serve until a stop signal."""
     node = Node.open(home)
     settle_gc()  # before any peer connects: no connection's objects are frozen
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(node.serve)
+    unwatch_gc = node.metrics.watch_gc()
+    try:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(node.serve)
 
-            async def watch() -> None:
-                async for signum in signals:
-                    log.info("%s received: stopping", signal.Signals(signum).name)
-                    timer = threading.Timer(STOP_DEADLINE_S, _hard_stop)
-                    timer.daemon = True
-                    timer.start()
-                    nursery.cancel_scope.cancel()
-                    return
+                async def watch() -> None:
+                    async for signum in signals:
+                        log.info("%s received: stopping", signal.Signals(signum).name)
+                        timer = threading.Timer(STOP_DEADLINE_S, _hard_stop)
+                        timer.daemon = True
+                        timer.start()
+                        nursery.cancel_scope.cancel()
+                        return
 
-            nursery.start_soon(watch)
+                nursery.start_soon(watch)
+    finally:
+        unwatch_gc()
     log.info("stopped cleanly at height %d", node.store.latest_height)
 
 

@@ -14,8 +14,13 @@ from protocol.codec import CodecError
 @pytest.mark.parametrize("name", instructions.OPERATIONS)
 def test_every_operation_runs_on_its_inputs(name: str) -> None:
     run = instructions.operation(name)
-    run()
-    run()  # again: execution reads committed state, so repetitions do the same work
+    try:
+        run()
+        run()  # again: execution reads committed state, so repetitions do the same work
+    finally:
+        close = getattr(run, "close", None)
+        if close is not None:
+            close()  # (the libp2p pair's hosts and their thread)
 
 
 def test_an_unknown_operation_is_refused() -> None:

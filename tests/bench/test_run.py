@@ -25,6 +25,7 @@ from bench.results_io import verify_us
 from bench.run import (
     PROXY_PORT_OFFSET,
     latency_by_steal,
+    metrics_delta,
     nearest_rank,
     params_from,
     parse_sizes,
@@ -400,3 +401,24 @@ def test_a_mixed_run_over_the_wan_proxy_writes_json_markdown_and_plots(tmp_path:
         assert (tmp_path / f"t.{suffix}").stat().st_size > 0
     for plot in ("throughput", "latency-cdf", "height", "resources"):
         assert (tmp_path / f"t-{plot}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_metrics_delta_keeps_worker_cpu_and_gc_pauses_by_label() -> None:
+    before = {
+        "process_cpu_seconds_total": 10.0,
+        'creditnet_gc_pause_seconds_count{generation="2"}': 3.0,
+        'creditnet_gc_pause_seconds_sum{generation="2"}': 0.25,
+    }
+    after = {
+        "process_cpu_seconds_total": 14.5,
+        'creditnet_gc_pause_seconds_count{generation="2"}': 5.0,
+        'creditnet_gc_pause_seconds_sum{generation="2"}': 0.5,
+        'creditnet_worker_cpu_seconds_total{task="verify"}': 1.25,
+        "creditnet_api_requests_total": 99.0,
+    }
+    delta = metrics_delta(before, after)
+    assert delta["process_cpu_seconds_total"] == 4.5
+    assert delta['gc_pause_seconds_count{generation="2"}'] == 2.0
+    assert delta['gc_pause_seconds_sum{generation="2"}'] == 0.25
+    assert delta['worker_cpu_seconds_total{task="verify"}'] == 1.25
+    assert "api_requests_total" not in delta
