@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-from types import TracebackType
 from typing import Any
 
 import trio
@@ -34,86 +33,64 @@ from libp2p.stream_muxer import rw_lock as _rw_lock
 from libp2p.stream_muxer.yamux import yamux as _yamux
 
 
-class QuickLock:
-    """A trio lock whose ``acquire`` returns at once, without a checkpoint, when it is free."""
+class _Quick:
+    """What the quick lock and semaphore share: take at once when free, else trio's wait."""
 
-    __slots__ = ("_lock",)
-
-    def __init__(self) -> None:
-        self._lock = trio.Lock()
+    __slots__ = ("_inner",)
+    _inner: trio.Lock | trio.Semaphore
 
     async def acquire(self) -> None:
         try:
-            self._lock.acquire_nowait()  # refuses a free lock that others queue for
+            self._inner.acquire_nowait()  # refuses a free one that others queue for
         except trio.WouldBlock:
-            await self._lock.acquire()
+            await self._inner.acquire()
 
     def acquire_nowait(self) -> None:
-        self._lock.acquire_nowait()
+        self._inner.acquire_nowait()
 
     def release(self) -> None:
-        self._lock.release()
-
-    def locked(self) -> bool:
-        return self._lock.locked()
+        self._inner.release()
 
     def statistics(self) -> Any:
-        return self._lock.statistics()
+        return self._inner.statistics()
 
     async def __aenter__(self) -> None:
         await self.acquire()
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         self.release()
 
 
-class QuickSemaphore:
+class QuickLock(_Quick):
+    """A trio lock whose ``acquire`` returns at once, without a checkpoint, when it is free."""
+
+    __slots__ = ()
+    _inner: trio.Lock
+
+    def __init__(self) -> None:
+        self._inner = trio.Lock()
+
+    def locked(self) -> bool:
+        return self._inner.locked()
+
+
+class QuickSemaphore(_Quick):
     """A trio semaphore whose ``acquire`` returns at once, without a checkpoint, when a token
     is free."""
 
-    __slots__ = ("_sem",)
+    __slots__ = ()
+    _inner: trio.Semaphore
 
     def __init__(self, initial_value: int, *, max_value: int | None = None) -> None:
-        self._sem = trio.Semaphore(initial_value, max_value=max_value)
+        self._inner = trio.Semaphore(initial_value, max_value=max_value)
 
     @property
     def value(self) -> int:
-        return self._sem.value
+        return self._inner.value
 
     @property
     def max_value(self) -> int | None:
-        return self._sem.max_value
-
-    async def acquire(self) -> None:
-        try:
-            self._sem.acquire_nowait()
-        except trio.WouldBlock:
-            await self._sem.acquire()
-
-    def acquire_nowait(self) -> None:
-        self._sem.acquire_nowait()
-
-    def release(self) -> None:
-        self._sem.release()
-
-    def statistics(self) -> Any:
-        return self._sem.statistics()
-
-    async def __aenter__(self) -> None:
-        await self.acquire()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.release()
+        return self._inner.max_value
 
 
 _LOCKS: tuple[tuple[Any, tuple[str, ...]], ...] = (
