@@ -41,24 +41,17 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import multiaddr
 import trio
-from libp2p import new_host
 from libp2p.abc import IHost, INetStream
-from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
 from libp2p.custom_types import TProtocol
-from libp2p.identity_utils import create_identity_from_seed
 from libp2p.io.utils import read_exactly
 from libp2p.peer.peerinfo import PeerInfo
-from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
-from libp2p.security.noise.transport import Transport as NoiseTransport
-from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
-from libp2p.stream_muxer.yamux.yamux import Yamux
 
 from bench.results_io import RESULTS_DIR, write_result
-from node import network  # noqa: F401  (patches libp2p's Yamux credit and TCP reads, as nodes do)
+from node import network  # builds hosts as nodes do, with its patches of libp2p installed
 from protocol.apphash import GENESIS_APP_HASH, next_app_hash
 from protocol.block import Block, make_header
 from protocol.codec import decode, encode
@@ -237,16 +230,8 @@ class _P2PPair:
 
     @staticmethod
     def _host(seed: int) -> tuple[IHost, multiaddr.Multiaddr]:
-        key_pair = create_identity_from_seed(bytes([seed]) * 32)
         listen = multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")
-        noise = NoiseTransport(key_pair, create_x25519_key_pair().private_key)
-        host = new_host(
-            key_pair=key_pair,
-            sec_opt={NOISE_PROTOCOL_ID: noise},
-            muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): cast(Any, Yamux)},
-            listen_addrs=[listen],
-        )
-        return host, listen
+        return network.new_libp2p_host(bytes([seed]) * 32, listen), listen
 
     def _main(self) -> None:
         try:
@@ -292,6 +277,8 @@ class _P2PPair:
 
 def operation(name: str) -> Callable[[], None]:
     """The operation ``name`` over ITEMS items, its inputs built."""
+    if name == "p2p_round_trip":
+        return _P2PPair()
     ledger = _ledger()
     if name == "tx_decode":
         return _each(decode_tx, _commitments(ledger))
@@ -305,8 +292,6 @@ def operation(name: str) -> Callable[[], None]:
         return _executing(ledger, _commitments(ledger))
     if name == "block_decode":
         return _each(lambda data: decode(data, Block), [encode(ledger.block(_commitments(ledger)))])
-    if name == "p2p_round_trip":
-        return _P2PPair()
     raise ValueError(f"unknown operation {name!r}")
 
 

@@ -136,6 +136,19 @@ def lookup_topic(chain_id: str) -> str:
     return f"/creditnet/{chain_id}/lookups/1"
 
 
+def new_libp2p_host(seed: bytes, listen: multiaddr.Multiaddr) -> IHost:
+    """A py-libp2p host with the Ed25519 identity of ``seed``, offering Noise as its only
+    security transport and Yamux as its only muxer (so a plaintext or TLS-only peer cannot
+    connect), to listen on ``listen`` once run."""
+    key_pair = create_identity_from_seed(seed)
+    return new_host(
+        key_pair=key_pair,
+        sec_opt={NOISE_PROTOCOL_ID: NoiseTransport(key_pair, create_x25519_key_pair().private_key)},
+        muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): cast(Any, Yamux)},
+        listen_addrs=[listen],
+    )
+
+
 @dataclass(frozen=True)
 class PeerAddress:
     """A validator to dial: its index, libp2p ID and dial address."""
@@ -410,13 +423,7 @@ class PeerNetwork:
 
         Errors a peer can cause are contained here; a failure to listen (port taken) raises.
         """
-        kp = create_identity_from_seed(self.identity.seed)
-        host = new_host(
-            key_pair=kp,
-            sec_opt={NOISE_PROTOCOL_ID: NoiseTransport(kp, create_x25519_key_pair().private_key)},
-            muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): cast(Any, Yamux)},
-            listen_addrs=[self._listen],
-        )
+        host = new_libp2p_host(self.identity.seed, self._listen)
         self._host = host
         router = GossipSub(
             protocols=[PROTOCOL_ID_V11],

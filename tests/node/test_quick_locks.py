@@ -34,7 +34,7 @@ async def test_a_held_lock_queues_waiters_in_order_and_a_newcomer_waits_behind_t
     async def take(name: str) -> None:
         async with lock:
             order.append(name)
-            await trio.sleep(0)
+            await trio.lowlevel.checkpoint()  # a turn for the others while holding it
 
     await lock.acquire()
     async with trio.open_nursery() as nursery:

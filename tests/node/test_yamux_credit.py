@@ -4,37 +4,25 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, cast
+from typing import Any
 
 import multiaddr
 import pytest
 import trio
-from libp2p import new_host
 from libp2p.abc import IHost, INetStream
-from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
 from libp2p.custom_types import TProtocol
-from libp2p.identity_utils import create_identity_from_seed
 from libp2p.peer.peerinfo import PeerInfo
-from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
-from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.yamux import yamux
-from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 
-from node import network  # noqa: F401  (installs the credit policy, as the daemon does)
+from node import network  # (importing it installs the credit policy, as the daemon does)
 
 PROTO = TProtocol("/creditnet/test-credit/1")
 
 
 @asynccontextmanager
 async def host(seed: int) -> AsyncIterator[IHost]:
-    kp = create_identity_from_seed(bytes([seed]) * 32)
     listen = multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")
-    h = new_host(
-        key_pair=kp,
-        sec_opt={NOISE_PROTOCOL_ID: NoiseTransport(kp, create_x25519_key_pair().private_key)},
-        muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): cast(Any, yamux.Yamux)},
-        listen_addrs=[listen],
-    )
+    h = network.new_libp2p_host(bytes([seed]) * 32, listen)
     async with h.run([listen]):
         yield h
 
