@@ -23,7 +23,11 @@ count per item. The operations are the ones every node runs for every transactio
   Noise, Yamux, as the nodes use them, with the node's patches of the library) and the same
   bytes echoed back: both ends' work for two consensus-sized messages -- trio's scheduling, the
   locks and buffers of Yamux and Noise, encryption and the system calls. It is what every
-  consensus message costs on top of the replica's own work.
+  consensus message costs on top of the replica's own work;
+- ``http_round_trip``: a lender's request of a signed query's size POSTed over a kept-alive
+  HTTP/1.1 connection to hypercorn (as the node serves its API, with its patch) and an answer
+  the size of a mode-1 report, sent as the API sends it: both ends' work -- the load
+  generator's client and the server's HTTP layer, without the application's.
 
 Results: ``bench/results/instructions.json`` (instructions per item, and the valgrind version).
 Needs ``valgrind`` on the PATH (Debian's package); says so and exits 1 otherwise.
@@ -33,29 +37,37 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import multiaddr
 import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
 from libp2p.abc import IHost, INetStream
 from libp2p.custom_types import TProtocol
 from libp2p.io.utils import read_exactly
 from libp2p.peer.peerinfo import PeerInfo
 
+from bench.load import HttpPool
 from bench.results_io import RESULTS_DIR, write_result
-from node import network  # builds hosts as nodes do, with its patches of libp2p installed
-from protocol.apphash import GENESIS_APP_HASH, next_app_hash
-from protocol.block import Block, make_header
+from node import (
+    api,  # noqa: F401 - its patch of hypercorn, installed as the node has it
+    network,  # builds hosts as nodes do, with its patches of libp2p installed
+)
+from protocol.block import Block
 from protocol.codec import decode, encode
 from protocol.contract.admission import check_tx
+from protocol.contract.memory import MemoryLedger
 from protocol.contract.rules import execute_block
 from protocol.crypto import Identity, h256
 from protocol.genesis import FeeSchedule, Genesis, Validator
@@ -67,8 +79,6 @@ from protocol.transactions import (
     RecordCommitment,
     RegisterClient,
     RegisterSubject,
-    Transaction,
-    TxBody,
     decode_tx,
 )
 from protocol.vocabulary import Purpose, QueryMode
@@ -92,74 +102,21 @@ GENESIS = Genesis(
 )
 
 
-class _State:
-    """Committed state in a dict, as the contract reads it."""
-
-    def __init__(self) -> None:
-        self.data: dict[bytes, bytes] = {}
-
-    def get(self, key: bytes) -> bytes | None:
-        return self.data.get(key)
-
-    def items(self, prefix: bytes) -> Any:
-        return iter(sorted((k, v) for k, v in self.data.items() if k.startswith(prefix)))
-
-
-class _Ledger:
-    def __init__(self) -> None:
-        self.state = _State()
-        self.height = 0
-        self.app_hash = GENESIS_APP_HASH
-        self.nonce = 0
-
-    def tx(self, signer: Identity, body: TxBody) -> bytes:
-        self.nonce += 1
-        return encode(Transaction.sign(signer, CHAIN, body, self.nonce))
-
-    def block(self, txs: list[bytes]) -> Block:
-        header = make_header(
-            chain_id=CHAIN,
-            height=self.height + 1,
-            time_ms=T0 + 1000 * self.height,
-            prev_hash=bytes(32),
-            txs=txs,
-            app_height=self.height,
-            app_hash=self.app_hash,
-            view=0,
-            proposer=AGENCY.public_key,
-        )
-        return Block(header, tuple(txs))
-
-    def run(self, txs: list[bytes]) -> None:
-        block = self.block(txs)
-        out = execute_block(GENESIS, self.state, block)
-        if not all(o.ok for o in out.outcomes):
-            raise RuntimeError(f"set-up refused: {[o.detail for o in out.outcomes if not o.ok]}")
-        for key, value in out.changes.items():
-            if value is None:
-                self.state.data.pop(key, None)
-            else:
-                self.state.data[key] = value
-        self.height = block.height
-        self.app_hash = next_app_hash(self.app_hash, out.changes)
-
-
-def _ledger() -> _Ledger:
+def _ledger() -> MemoryLedger:
     """A lender with a deposit, a subject and its consent for loan approval."""
-    ledger = _Ledger()
-    ledger.run(
-        [
-            ledger.tx(AGENCY, RegisterClient(CLIENT.public_key, "lender", 10**12)),
-            ledger.tx(AGENCY, RegisterSubject(PSEUDONYM, SUBJECT.public_key)),
-        ]
-    )
+    ledger = MemoryLedger(GENESIS, AGENCY.public_key)
     grant = ConsentGrant(PSEUDONYM, CLIENT.public_key, Purpose.LOAN_APPROVAL, (), T0 + 10**9)
-    ledger.run([ledger.tx(SUBJECT, grant)])
+    outcomes = ledger.run(
+        ledger.tx(AGENCY, RegisterClient(CLIENT.public_key, "lender", 10**12)),
+        ledger.tx(AGENCY, RegisterSubject(PSEUDONYM, SUBJECT.public_key)),
+    ).outcomes + ledger.run(ledger.tx(SUBJECT, grant)).outcomes
+    if not all(o.ok for o in outcomes):
+        raise RuntimeError(f"set-up refused: {[o.detail for o in outcomes if not o.ok]}")
     return ledger
 
 
-def _query_entries(ledger: _Ledger) -> list[bytes]:
-    time_ms = T0 + 1000 * ledger.height
+def _query_entries(ledger: MemoryLedger) -> list[bytes]:
+    time_ms = ledger.next_time_ms
     return [
         ledger.tx(
             AGENCY,
@@ -183,14 +140,14 @@ def _query_entries(ledger: _Ledger) -> list[bytes]:
     ]
 
 
-def _commitments(ledger: _Ledger) -> list[bytes]:
+def _commitments(ledger: MemoryLedger) -> list[bytes]:
     return [
         ledger.tx(AGENCY, RecordCommitment((CommitmentEntry(h256(b"r%d" % i), h256(b"d")),)))
         for i in range(ITEMS)
     ]
 
 
-def _executing(ledger: _Ledger, txs: list[bytes]) -> Callable[[], None]:
+def _executing(ledger: MemoryLedger, txs: list[bytes]) -> Callable[[], None]:
     block = ledger.block(txs)
     known = {h256(tx): decode_tx(tx) for tx in txs}
 
@@ -213,25 +170,19 @@ P2P_MESSAGE_BYTES = 256
 _ECHO = TProtocol("/creditnet/instructions-echo/1")
 
 
-class _P2PPair:
-    """Two libp2p hosts with an open stream, in a trio loop on a thread of their own; each
-    call makes ITEMS round trips of one message over it."""
+class _InLoop:
+    """A trio loop on a thread of its own that keeps what the subclass's ``_opened`` opens until
+    :meth:`close`; each call runs the subclass's ``_round_trips`` (ITEMS of them) in it."""
 
     def __init__(self) -> None:
         self._ready = threading.Event()
         self._stop: trio.Event | None = None
         self._token: trio.lowlevel.TrioToken | None = None
-        self._stream: INetStream | None = None
         self._failed: BaseException | None = None
         self._thread = threading.Thread(target=self._main, daemon=True)
         self._thread.start()
-        if not self._ready.wait(60) or self._stream is None:
-            raise RuntimeError(f"the two libp2p hosts did not connect: {self._failed!r}")
-
-    @staticmethod
-    def _host(seed: int) -> tuple[IHost, multiaddr.Multiaddr]:
-        listen = multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")
-        return network.new_libp2p_host(bytes([seed]) * 32, listen), listen
+        if not self._ready.wait(60) or self._failed is not None:
+            raise RuntimeError(f"{type(self).__name__} did not start: {self._failed!r}")
 
     def _main(self) -> None:
         try:
@@ -243,6 +194,38 @@ class _P2PPair:
     async def _serve(self) -> None:
         self._stop = trio.Event()
         self._token = trio.lowlevel.current_trio_token()
+        async with self._opened():
+            self._ready.set()
+            await self._stop.wait()
+
+    def _opened(self) -> AbstractAsyncContextManager[None]:
+        raise NotImplementedError
+
+    async def _round_trips(self) -> None:
+        raise NotImplementedError
+
+    def __call__(self) -> None:
+        trio.from_thread.run(self._round_trips, trio_token=self._token)
+
+    def close(self) -> None:
+        if self._stop is not None and self._token is not None:
+            trio.from_thread.run_sync(self._stop.set, trio_token=self._token)
+        self._thread.join(30)
+
+
+class _P2PPair(_InLoop):
+    """Two libp2p hosts with an open stream; each call makes ITEMS round trips of one message
+    over it."""
+
+    _stream: INetStream | None = None
+
+    @staticmethod
+    def _host(seed: int) -> tuple[IHost, multiaddr.Multiaddr]:
+        listen = multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")
+        return network.new_libp2p_host(bytes([seed]) * 32, listen), listen
+
+    @asynccontextmanager
+    async def _opened(self) -> AsyncIterator[None]:
         (server, s_addr), (client, c_addr) = self._host(1), self._host(2)
 
         async def echo(stream: INetStream) -> None:
@@ -254,8 +237,7 @@ class _P2PPair:
             server.set_stream_handler(_ECHO, echo)
             await client.connect(PeerInfo(server.get_id(), server.get_addrs()))
             self._stream = await client.new_stream(server.get_id(), [_ECHO])
-            self._ready.set()
-            await self._stop.wait()
+            yield
             await self._stream.reset()
 
     async def _round_trips(self) -> None:
@@ -266,19 +248,61 @@ class _P2PPair:
             if await read_exactly(self._stream, P2P_MESSAGE_BYTES) != message:
                 raise RuntimeError("the echo differs from the message sent")
 
-    def __call__(self) -> None:
-        trio.from_thread.run(self._round_trips, trio_token=self._token)
 
-    def close(self) -> None:
-        if self._stop is not None and self._token is not None:
-            trio.from_thread.run_sync(self._stop.set, trio_token=self._token)
-        self._thread.join(30)
+HTTP_ANSWER = json.dumps({"mode": 1, "sealed_report": "ab" * 700, "audit_tx": "cd" * 32}).encode()
+"""An answer the size of a mode-1 report (a few records sealed, hex)."""
+
+
+async def _answer(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """An ASGI application answering every request with HTTP_ANSWER, as the node's API sends
+    its JSON answers (head, then body)."""
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    while (await receive()).get("more_body"):
+        pass
+    head = [(b"content-length", str(len(HTTP_ANSWER)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": head})
+    await send({"type": "http.response.body", "body": HTTP_ANSWER})
+
+
+class _HttpPair(_InLoop):
+    """hypercorn (configured and patched as the node's API) serving :func:`_answer` on
+    127.0.0.1, and the load generator's keep-alive client; each call makes ITEMS requests."""
+
+    _port = 0
+    _pool: HttpPool | None = None
+
+    @asynccontextmanager
+    async def _opened(self) -> AsyncIterator[None]:
+        config = HypercornConfig()
+        config.bind = ["127.0.0.1:0"]
+        config.accesslog = None
+        async with trio.open_nursery() as nursery:
+            binds = await nursery.start(serve, _answer, config)
+            self._port = int(binds[0].rsplit(":", 1)[1])
+            self._pool = HttpPool()
+            yield
+            await self._pool.aclose()
+            nursery.cancel_scope.cancel()
+
+    async def _round_trips(self) -> None:
+        assert self._pool is not None
+        request = b'{"request": "' + b"ef" * 180 + b'"}'  # a signed query request's size
+        for _ in range(ITEMS):
+            status, body = await self._pool.post("127.0.0.1", self._port, "/v1/queries", request)
+            if status != 200 or body != HTTP_ANSWER:
+                raise RuntimeError(f"the server answered {status} with {len(body)} bytes")
 
 
 def operation(name: str) -> Callable[[], None]:
     """The operation ``name`` over ITEMS items, its inputs built."""
     if name == "p2p_round_trip":
         return _P2PPair()
+    if name == "http_round_trip":
+        return _HttpPair()
     ledger = _ledger()
     if name == "tx_decode":
         return _each(decode_tx, _commitments(ledger))
@@ -303,6 +327,7 @@ OPERATIONS = (
     "record_commitment_execute",
     "block_decode",
     "p2p_round_trip",
+    "http_round_trip",
 )
 
 

@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+from node import http_writes
 from node.mempool import Admission
 from node.queries import QueryRefused, answer_query
 from node.records import load_records
@@ -45,6 +46,9 @@ if TYPE_CHECKING:
     from node.daemon import Node
 
 log = logging.getLogger("creditnet.api")
+
+# hypercorn writes a response head and its body apart: two sends here, two wake-ups at the client.
+http_writes.install()
 
 MAX_TXS_PER_REQUEST = 5000
 LONG_ROUTES = frozenset({"records", "queries", "clients", "subjects"})

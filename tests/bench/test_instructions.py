@@ -20,7 +20,7 @@ def test_every_operation_runs_on_its_inputs(name: str) -> None:
     finally:
         close = getattr(run, "close", None)
         if close is not None:
-            close()  # (the libp2p pair's hosts and their thread)
+            close()  # (the libp2p pair's hosts, the HTTP pair's server, and their thread)
 
 
 def test_an_unknown_operation_is_refused() -> None:
@@ -32,7 +32,8 @@ def test_query_entries_execute_as_accepted_entries() -> None:
     """The counted execution is the accepted path (consent, fee, audit), not a refusal."""
     ledger = instructions._ledger()
     entries = instructions._query_entries(ledger)
-    ledger.run(entries[:3])  # raises if the contract refused any of them
+    outcomes = ledger.run(*entries[:3]).outcomes
+    assert [o.code for o in outcomes] == ["ok"] * 3, outcomes
     with pytest.raises(CodecError):
         instructions.decode_tx(entries[0][:-1])
 

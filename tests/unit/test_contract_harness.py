@@ -1,18 +1,15 @@
-"""A small in-memory ledger for the contract tests, and tests of the rules' state overlay.
+"""The contract tests' chain, its parties and scenarios, and tests of the rules' state overlay.
 
-``Ledger`` executes blocks with :func:`execute_block` over a dict-backed state and applies the
-changes the way the node's store does, chaining the app hash. The other ``test_contract_*``
-modules import it.
+``Ledger`` is :class:`~protocol.contract.memory.MemoryLedger` on the test chain: blocks executed
+over a dict-backed state, the changes applied and the app hash chained the way the node's store
+does. The other ``test_contract_*`` modules import it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
-from protocol.apphash import GENESIS_APP_HASH, next_app_hash
-from protocol.block import Block, make_header
-from protocol.codec import encode
-from protocol.contract.rules import BlockOutcome, TxOutcome, execute_block
+from protocol.contract.memory import MemoryLedger, MemoryState
 from protocol.contract.scope import Overlay
 from protocol.crypto import Identity, h256
 from protocol.genesis import FeeSchedule, Genesis, Validator
@@ -26,8 +23,6 @@ from protocol.transactions import (
     RecordCommitment,
     RegisterClient,
     RegisterSubject,
-    Transaction,
-    TxBody,
     ValidatorSetChange,
 )
 from protocol.vocabulary import Category, Purpose, QueryMode
@@ -56,73 +51,11 @@ GENESIS = Genesis(
 )
 
 
-class DictState:
-    """Committed application state in a dict: ``get`` and a sorted prefix scan."""
-
-    def __init__(self) -> None:
-        self.data: dict[bytes, bytes] = {}
-
-    def get(self, key: bytes) -> bytes | None:
-        return self.data.get(key)
-
-    def items(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        return iter(sorted((k, v) for k, v in self.data.items() if k.startswith(prefix)))
-
-    def apply(self, changes: dict[bytes, bytes | None]) -> None:
-        for key, value in changes.items():
-            if value is None:
-                self.data.pop(key, None)
-            else:
-                self.data[key] = value
-
-
-class Ledger:
-    """Blocks executed one after another over one DictState, as a node commits them."""
+class Ledger(MemoryLedger):
+    """The test chain's ledger: GENESIS, blocks proposed by agency 0, one second apart."""
 
     def __init__(self, genesis: Genesis = GENESIS) -> None:
-        self.genesis = genesis
-        self.state = DictState()
-        self.height = 0
-        self.app_hash = GENESIS_APP_HASH
-        self._nonce = 0
-
-    @property
-    def next_time_ms(self) -> int:
-        return T0 + 1000 * self.height
-
-    def tx(self, signer: Identity, body: TxBody, nonce: int | None = None) -> bytes:
-        """Encoded transaction, signed for the test chain, with a fresh nonce unless given."""
-        if nonce is None:
-            self._nonce += 1
-            nonce = self._nonce
-        return encode(Transaction.sign(signer, CHAIN, body, nonce))
-
-    def block(self, txs: Sequence[bytes], time_ms: int | None = None) -> Block:
-        header = make_header(
-            chain_id=CHAIN,
-            height=self.height + 1,
-            time_ms=self.next_time_ms if time_ms is None else time_ms,
-            prev_hash=b"\x00" * 32,
-            txs=txs,
-            app_height=self.height,
-            app_hash=self.app_hash,
-            view=0,
-            proposer=AGENCIES[0].public_key,
-        )
-        return Block(header, tuple(txs))
-
-    def run(self, *txs: bytes, time_ms: int | None = None) -> BlockOutcome:
-        """Execute and commit one block holding ``txs``."""
-        block = self.block(txs, time_ms)
-        out = execute_block(self.genesis, self.state, block)
-        self.state.apply(out.changes)
-        self.height = block.height
-        self.app_hash = next_app_hash(self.app_hash, out.changes)
-        return out
-
-    def one(self, signer: Identity, body: TxBody, *, time_ms: int | None = None) -> TxOutcome:
-        """Execute one transaction in its own block; its outcome."""
-        return self.run(self.tx(signer, body), time_ms=time_ms).outcomes[0]
+        super().__init__(genesis, AGENCIES[0].public_key)
 
 
 def request(
@@ -209,7 +142,7 @@ def scenario_app_hash() -> str:
 
 
 def test_overlay_reads_its_own_writes_before_the_base() -> None:
-    base = DictState()
+    base = MemoryState()
     base.data[b"k"] = b"old"
     top = Overlay(base)
     assert top.get(b"k") == b"old"
@@ -219,7 +152,7 @@ def test_overlay_reads_its_own_writes_before_the_base() -> None:
 
 
 def test_overlay_delete_leaves_no_tombstone_for_a_key_the_base_lacks() -> None:
-    base = DictState()
+    base = MemoryState()
     base.data[b"present"] = b"v"
     block = Overlay(base)
     tx = Overlay(block)
@@ -231,7 +164,7 @@ def test_overlay_delete_leaves_no_tombstone_for_a_key_the_base_lacks() -> None:
 
 
 def test_absorbing_a_delete_of_a_key_written_earlier_in_the_block_drops_it() -> None:
-    block = Overlay(DictState())
+    block = Overlay(MemoryState())
     block.writes[b"k"] = b"v"  # an earlier transaction of the block wrote it
     tx = Overlay(block)
     tx.delete(b"k")
