@@ -209,6 +209,7 @@ class Node:
             sync_chunk_bytes=min(cfg.consensus.sync_chunk_bytes, cfg.p2p.max_frame_bytes // 2),
             precheck=self.mempool.precheck,
         )
+        self.network.primary = lambda: self.replica.primary
         self._peer_txs: list[tuple[bytes, ...]] = []
         self._peer_txs_wake = trio.Event()
         self.api_port: int | None = None
@@ -292,12 +293,15 @@ class Node:
             self.driver.submit(tuple(t for t, _ in accepted), tuple(h for _, h in accepted))
 
     async def _regossip(self) -> None:
-        """Gossip loses messages under load: spread again what stays pending here."""
+        """Send again, to every validator, this node's own transactions still pending after
+        REGOSSIP_AFTER_S: batches are best effort, a primary may fail or leave them out, and each
+        replica holding a pending transaction runs its view timer, so a primary that keeps leaving
+        it out is replaced (the network module's doc)."""
         while True:
             await trio.sleep(1.0)
             stale = self.mempool.stale_local(REGOSSIP_AFTER_S, REGOSSIP_MAX_PER_S)
             if stale:
-                self.network.gossip_txs(stale)
+                self.network.gossip_txs(stale, everyone=True)
 
     # --- status ---------------------------------------------------------------------------
 

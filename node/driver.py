@@ -160,8 +160,8 @@ class Driver:
     async def _precheck_proposals(self, events: list[Event]) -> None:
         """Verify the transactions of the primary's pre-prepares that this node has not checked
         yet, in a worker thread, before the replica judges them: its per-transaction check then
-        finds them known instead of verifying signatures on the node's main thread (other
-        validators send their transactions to the primary first and to us later)."""
+        finds them known instead of verifying signatures on the node's main thread (validators
+        send their transactions to the primary only, so a replica meets most of them here)."""
         if self._precheck is None:
             return
         for i, ev in enumerate(events):

@@ -1,4 +1,6 @@
-"""Consensus messages longer than a frame: parts reassemble only in order, never mixed."""
+"""The consensus streams' sending side and reassembly: messages longer than a frame reassemble
+only in order, never mixed; transaction batches go where they should and never push consensus
+frames out."""
 
 from __future__ import annotations
 
@@ -174,3 +176,69 @@ def test_a_large_transaction_queue_does_not_hold_a_consensus_message_back() -> N
     net._gossip_since -= 2 * TX_PIGGYBACK_AFTER_S
     net.broadcast(b"vote")
     assert len(net._out[1].frames) == 1 and net._gossip_out  # the vote alone, the queue kept
+
+
+def batches(net: PeerNetwork, peer: int) -> list[tuple[bytes, ...]]:
+    """The transactions of each TxBatch queued for ``peer``, in order."""
+    from protocol.codec import decode  # noqa: PLC0415
+    from protocol.wire import TxBatch  # noqa: PLC0415
+
+    out = []
+    for _, data in net._out[peer].frames:
+        payload = decode(data[4:], StreamFrame).payload
+        if payload.startswith(b"vote"):
+            continue
+        out.append(decode(payload, TxBatch).txs)
+    return out
+
+
+def test_new_transactions_go_to_the_primary_only() -> None:
+    """PBFT's request path: the other replicas get them in the primary's pre-prepare."""
+    net = network()
+    net.primary = lambda: 2
+    net.gossip_txs([b"tx 1", b"tx 2"])
+    net._flush_txs()
+    assert [batches(net, i) for i in (1, 2, 3)] == [[], [(b"tx 1", b"tx 2")], []]
+
+
+def test_many_new_transactions_go_to_every_validator() -> None:
+    """Checked ahead of the pre-prepare by every replica: off the block's critical path."""
+    from node.network import SPREAD_TO_ALL_MIN_TXS  # noqa: PLC0415
+
+    net = network()
+    net.primary = lambda: 2
+    txs = [b"tx %d" % i for i in range(SPREAD_TO_ALL_MIN_TXS)]
+    net.gossip_txs(txs)
+    net._flush_txs()
+    assert [batches(net, i) for i in (1, 2, 3)] == [[tuple(txs)]] * 3
+
+
+def test_the_primary_keeps_its_own_new_transactions() -> None:
+    net = network()
+    net.primary = lambda: 0  # this node (me=0): it proposes them from its mempool
+    net.gossip_txs([b"tx"])
+    net._flush_txs()
+    assert [len(net._out[i].frames) for i in (1, 2, 3)] == [0, 0, 0]
+    assert not net._gossip_out
+
+
+def test_pending_transactions_sent_again_go_to_every_validator_at_once() -> None:
+    """A primary may lose or leave out a transaction: every replica then holds it pending and
+    times the primary out."""
+    net = network()
+    net.primary = lambda: 2
+    net.gossip_txs([b"stale tx"], everyone=True)
+    assert [batches(net, i) for i in (1, 2, 3)] == [[(b"stale tx",)]] * 3
+    assert not net._gossip_out  # not queued for the primary a second time
+
+
+def test_waiting_transactions_ride_with_a_consensus_broadcast_to_the_primary_only() -> None:
+    from node.network import TX_PIGGYBACK_AFTER_S  # noqa: PLC0415
+
+    net = network()
+    net.primary = lambda: 3
+    net.gossip_txs([b"tx"])
+    net._gossip_since -= 2 * TX_PIGGYBACK_AFTER_S
+    net.broadcast(b"vote")
+    assert [batches(net, i) for i in (1, 2, 3)] == [[], [], [(b"tx",)]]
+    assert [len(net._out[i].frames) for i in (1, 2, 3)] == [1, 1, 2]  # the vote to everyone
