@@ -25,7 +25,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from node import http_writes
+from node import http_keepalive, http_writes
 from node.mempool import Admission
 from node.queries import QueryRefused, answer_query
 from node.records import load_records
@@ -49,6 +49,8 @@ log = logging.getLogger("creditnet.api")
 
 # hypercorn writes a response head and its body apart: two sends here, two wake-ups at the client.
 http_writes.install()
+# hypercorn starts and cancels a keep-alive task around every request: one timer instead.
+http_keepalive.install()
 
 MAX_TXS_PER_REQUEST = 5000
 LONG_ROUTES = frozenset({"records", "queries", "clients", "subjects"})
