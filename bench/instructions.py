@@ -367,10 +367,27 @@ def count(name: str, reps: int) -> int:
     return int(found.group(1).replace(",", ""))
 
 
+def _earlier_counts(path: Path) -> dict[str, int]:
+    """The counts already in ``path`` (none if it is missing or unreadable): ``--only`` updates
+    the operations it names and keeps the others."""
+    try:
+        counts = json.loads(path.read_text())["figures"]["instructions_per_item"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    if not isinstance(counts, dict):
+        return {}
+    return {k: v for k, v in counts.items() if k in OPERATIONS and isinstance(v, int)}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--reps", type=int, default=3, help="repetitions counted (default 3)")
-    ap.add_argument("--only", action="append", choices=OPERATIONS, help="these operations")
+    ap.add_argument(
+        "--only",
+        action="append",
+        choices=OPERATIONS,
+        help="count these operations (the results file keeps its other counts)",
+    )
     ap.add_argument("--out", type=Path, default=RESULTS_DIR / "instructions.json")
     ap.add_argument("--child", nargs=2, metavar=("OP", "REPS"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -383,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
         print("bench.instructions: valgrind is not installed (Debian: apt install valgrind)")
         return 1
     figures: dict[str, Any] = {"items_per_repetition": ITEMS, "repetitions": args.reps}
-    per_item: dict[str, int] = {}
+    per_item: dict[str, int] = _earlier_counts(args.out) if args.only else {}
     for name in args.only or OPERATIONS:
         base, full = count(name, 0), count(name, args.reps)
         per_item[name] = round((full - base) / (args.reps * ITEMS))
