@@ -10,26 +10,20 @@ by DEADLINE_S.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 from typing import Any
 
-import h11
 import pytest
 import trio
 import trio.testing
-from hypercorn.config import Config
-from hypercorn.trio import serve
 from hypercorn.trio.tcp_server import TCPServer
 
 from node import http_keepalive
+from tests.node.hypercorn_serving import Client, served
 
 http_keepalive.install()
 
 KEEP_ALIVE_S = 5.0
 DEADLINE_S = 60.0
-App = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 
 
 @pytest.fixture
@@ -43,76 +37,20 @@ async def answer(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": b"ok"})
 
 
-@asynccontextmanager
-async def served(app: App, shutdown: trio.Event | None = None) -> AsyncIterator[int]:
-    """hypercorn serving ``app`` on 127.0.0.1 until ``shutdown`` is set (or the block ends)."""
-
-    async def with_lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
-        else:
-            await app(scope, receive, send)
-
-    config = Config()
-    config.bind = ["127.0.0.1:0"]
-    config.accesslog = None
-    config.keep_alive_timeout = KEEP_ALIVE_S
-    config.graceful_timeout = 60
-    trigger = (trio.Event() if shutdown is None else shutdown).wait
-    async with trio.open_nursery() as nursery:
-        run = functools.partial(serve, with_lifespan, config, shutdown_trigger=trigger)  # type: ignore[arg-type]
-        binds = await nursery.start(run)
-        yield int(binds[0].rsplit(":", 1)[1])
-        nursery.cancel_scope.cancel()
-
-
-class Client:
-    """An HTTP/1.1 keep-alive client over one connection, reading with h11."""
-
-    def __init__(self, stream: trio.SocketStream) -> None:
-        self.stream = stream
-        self.conn = h11.Connection(h11.CLIENT)
-
-    async def send_request(self) -> None:
-        if self.conn.our_state is h11.DONE:
-            self.conn.start_next_cycle()
-        head = h11.Request(method="GET", target="/", headers=[("host", "127.0.0.1")])
-        await self.stream.send_all(self.conn.send(head) + self.conn.send(h11.EndOfMessage()))
-
-    async def read_answer(self) -> bytes:
-        body = b""
-        while True:
-            event = self.conn.next_event()
-            if event is h11.NEED_DATA:
-                self.conn.receive_data(await self.stream.receive_some(65536))
-            elif isinstance(event, h11.Data):
-                body += event.data
-            elif isinstance(event, h11.EndOfMessage):
-                return body
-
-    async def request(self) -> bytes:
-        await self.send_request()
-        return await self.read_answer()
-
-    async def closed_by_server(self) -> bool:
-        """Waits for the server to end the connection; False if it sent anything instead."""
-        return await self.stream.receive_some(65536) == b""
-
-
-async def connect(port: int) -> Client:
-    return Client(await trio.open_tcp_stream("127.0.0.1", port))
+async def ask(client: Client) -> bytes:
+    """One request on the connection; the answer's body."""
+    await client.send_request()
+    return await client.read_body()
 
 
 async def test_an_idle_connection_closes_a_keep_alive_timeout_after_its_last_answer(
     mock_clock: trio.testing.MockClock,
 ) -> None:
     with trio.fail_after(DEADLINE_S):
-        async with served(answer) as port:
-            client = await connect(port)
+        async with served(answer, keep_alive_s=KEEP_ALIVE_S) as port:
+            client = await Client.connect(port)
             for _ in range(3):
-                assert await client.request() == b"ok"
+                assert await ask(client) == b"ok"
                 await trio.sleep(KEEP_ALIVE_S / 2)  # each answer starts the timeout afresh
             answered = trio.current_time()
             assert await client.closed_by_server()
@@ -127,9 +65,9 @@ async def test_a_request_answered_slowly_is_not_cut_by_the_timer(
         await answer(scope, receive, send)
 
     with trio.fail_after(DEADLINE_S):
-        async with served(slow) as port:
-            client = await connect(port)
-            assert await client.request() == b"ok"
+        async with served(slow, keep_alive_s=KEEP_ALIVE_S) as port:
+            client = await Client.connect(port)
+            assert await ask(client) == b"ok"
             answered = trio.current_time()
             assert await client.closed_by_server()
             assert KEEP_ALIVE_S <= trio.current_time() - answered <= KEEP_ALIVE_S + 0.5
@@ -147,10 +85,10 @@ async def test_a_connection_has_one_timer_task_whatever_its_requests(
 
     monkeypatch.setattr(http_keepalive.IdleTimer, "_watch", counted)
     with trio.fail_after(DEADLINE_S):
-        async with served(answer) as port:
-            client = await connect(port)
+        async with served(answer, keep_alive_s=KEEP_ALIVE_S) as port:
+            client = await Client.connect(port)
             for _ in range(5):
-                assert await client.request() == b"ok"
+                assert await ask(client) == b"ok"
             assert await client.closed_by_server()
     assert len(started) == 1  # the library started one task per answer
 
@@ -166,10 +104,10 @@ async def test_shutting_down_closes_idle_connections_at_once_and_busy_ones_once_
         await answer(scope, receive, send)
 
     with trio.fail_after(DEADLINE_S):
-        async with served(held, shutdown) as port:
-            idle, busy = await connect(port), await connect(port)
+        async with served(held, keep_alive_s=KEEP_ALIVE_S, shutdown=shutdown) as port:
+            idle, busy = await Client.connect(port), await Client.connect(port)
             release.set()
-            assert await idle.request() == b"ok"
+            assert await ask(idle) == b"ok"
             release = trio.Event()
             await busy.send_request()
             await trio.testing.wait_all_tasks_blocked(0.01)  # the busy one's request is in
@@ -179,7 +117,7 @@ async def test_shutting_down_closes_idle_connections_at_once_and_busy_ones_once_
             assert trio.current_time() - begun < 0.5  # not after its keep-alive timeout
             await trio.sleep(KEEP_ALIVE_S)  # still busy: the timer does not cut it
             release.set()
-            assert await busy.read_answer() == b"ok"
+            assert await busy.read_body() == b"ok"
             assert await busy.closed_by_server()
 
 
