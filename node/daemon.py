@@ -48,8 +48,14 @@ log = logging.getLogger("creditnet.node")
 BLOCK_BYTES_CAP = MAX_PAYLOAD_BYTES - 64 * 1024
 """A proposal must fit one consensus frame with its pre-prepare around it (chain-wide: derived
 from genesis and this constant only, so every validator applies the same limit)."""
-REGOSSIP_AFTER_S = 2.0
-REGOSSIP_MAX_PER_S = 500
+RESEND_FIRST_AFTER_S = 0.5
+"""A transaction of ours still pending this long after it went to the primary is sent to every
+validator: each then holds it pending and runs its view timer, so if the primary is down (or
+leaves it out) the view changes about a view timeout later, as when every batch went to
+everyone. Healthy queries commit well within it (p99 ~0.25 s at 300 mode-1 queries/s)."""
+RESEND_AGAIN_AFTER_S = 2.0
+RESEND_MAX_PER_S = 500
+RESEND_CHECK_S = 0.25
 PEER_ADMIT_MAX = 4096
 """Transactions from peers admitted in one go at most."""
 
@@ -293,13 +299,15 @@ class Node:
             self.driver.submit(tuple(t for t, _ in accepted), tuple(h for _, h in accepted))
 
     async def _regossip(self) -> None:
-        """Send again, to every validator, this node's own transactions still pending after
-        REGOSSIP_AFTER_S: batches are best effort, a primary may fail or leave them out, and each
-        replica holding a pending transaction runs its view timer, so a primary that keeps leaving
-        it out is replaced (the network module's doc)."""
+        """Send again, to every validator, this node's own transactions still pending
+        RESEND_FIRST_AFTER_S after they went out (then every RESEND_AGAIN_AFTER_S): batches are
+        best effort, a primary may fail or leave them out, and each replica holding a pending
+        transaction runs its view timer, so a primary that does is replaced (the network
+        module's doc)."""
+        limit = max(1, int(RESEND_MAX_PER_S * RESEND_CHECK_S))
         while True:
-            await trio.sleep(1.0)
-            stale = self.mempool.stale_local(REGOSSIP_AFTER_S, REGOSSIP_MAX_PER_S)
+            await trio.sleep(RESEND_CHECK_S)
+            stale = self.mempool.stale_local(RESEND_FIRST_AFTER_S, RESEND_AGAIN_AFTER_S, limit)
             if stale:
                 self.network.gossip_txs(stale, everyone=True)
 

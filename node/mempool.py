@@ -67,6 +67,7 @@ class _Entry:
     admitted_at: float
     local: bool
     gossiped_at: float
+    resent: bool = False
 
 
 class Mempool:
@@ -344,16 +345,19 @@ class Mempool:
                 self.metrics.commit_latency.observe(now - entry.admitted_at)
         self._update_gauges()
 
-    def stale_local(self, older_than_s: float, limit: int) -> list[bytes]:
-        """Local transactions gossiped longer than ``older_than_s`` ago (gossip may have lost
-        them); marks them as gossiped now."""
+    def stale_local(self, first_after_s: float, again_after_s: float, limit: int) -> list[bytes]:
+        """Local transactions still pending ``first_after_s`` after they were sent, or
+        ``again_after_s`` after they were last sent again (the batch or its primary may be
+        lost); at most ``limit``, marked as sent now."""
         now = time.monotonic()
         out: list[bytes] = []
         for entry in self._entries.values():
             if len(out) >= limit:
                 break
-            if entry.local and now - entry.gossiped_at >= older_than_s:
+            wait = again_after_s if entry.resent else first_after_s
+            if entry.local and now - entry.gossiped_at >= wait:
                 entry.gossiped_at = now
+                entry.resent = True
                 out.append(entry.tx)
         return out
 

@@ -23,9 +23,10 @@ measured behaviour):
   the pre-prepare is worth the messages. Still best effort: a peer
   holding 8 MiB or a quarter of the frame limit unacknowledged gets no more batches (so they
   never push its consensus frames out), and what stays pending at the node that admitted it is
-  sent again, to **every** validator (``gossip_txs(everyone=True)``): the primary may have lost
-  or withheld it, and every replica holding a pending transaction runs its view timer, so a
-  primary that leaves it out is replaced -- PBFT's client broadcasting a request that timed out.
+  sent again, to **every** validator (``gossip_txs(everyone=True)``, after 0.5 s, then every
+  2 s): the primary may have died, lost or withheld it, and every replica holding a pending
+  transaction runs its view timer, so such a primary is replaced -- PBFT's client broadcasting a
+  request that timed out.
 - **Gossipsub v1.1** carries the mode-2 lookups, tuned as the notes say: spam protection off (we
   rate-limit per peer ourselves), 1 s heartbeat, seqno counter from ``time_ns``.
 - **Mode-2 lookups** are gossiped on their own topic; the replies go back on the consensus stream

@@ -77,12 +77,16 @@ async def test_commit_forgets_txs_and_records_latency() -> None:
     assert not m.tx_check(b"garbage", h256(b"garbage"))
 
 
-async def test_stale_local_txs_are_offered_for_regossip_once_per_interval() -> None:
+async def test_stale_local_txs_are_offered_again_first_soon_then_once_per_interval() -> None:
     m = pool()
     await m.admit([tx(1)], local=True)
-    await m.admit([tx(2)], local=False)
-    assert m.stale_local(0.0, 10) == [tx(1)]
-    assert m.stale_local(60.0, 10) == []
+    await m.admit([tx(2)], local=False)  # a peer's: that peer sends it again, not us
+    assert m.stale_local(60.0, 60.0, 10) == []  # not pending long enough
+    assert m.stale_local(0.0, 60.0, 10) == [tx(1)]  # first time: after the short wait
+    assert m.stale_local(0.0, 60.0, 10) == []  # after that, only every again_after_s
+    assert m.stale_local(60.0, 0.0, 10) == [tx(1)]
+    await m.admit([tx(3), tx(4)], local=True)
+    assert len(m.stale_local(0.0, 0.0, 2)) == 2  # at most the limit
 
 
 def test_lookup_quota_buckets_refuse_beyond_the_rate() -> None:
