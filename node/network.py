@@ -410,7 +410,10 @@ class PeerNetwork:
         self.metrics.p2p_messages.labels("out", kind).inc()
         out.wake.set()
 
-    def broadcast(self, payload: bytes, kind: str = "consensus") -> None:
+    def broadcast(
+        self, payload: bytes, kind: str = "consensus", to: Sequence[int] | None = None
+    ) -> None:
+        """Send ``payload`` to every validator (or to those in ``to``)."""
         if (
             kind == "consensus"
             and self._gossip_out
@@ -421,7 +424,7 @@ class PeerNetwork:
             # re-send of stale transactions) waits for the timer rather than delay the message.
             self._flush_txs()
         self.log_sent(payload)
-        for i in self._out:
+        for i in self._out if to is None else to:
             self.send(i, payload, kind, logged=True)
 
     def gossip_txs(self, txs: Sequence[bytes], *, everyone: bool = False) -> None:
@@ -768,8 +771,6 @@ class PeerNetwork:
         """Send ``txs`` to ``targets`` now, as TxBatch messages."""
         try:
             for data in _tx_batches(txs):
-                self.log_sent(data)
-                for i in targets:
-                    self.send(i, data, "tx_batch", logged=True)
+                self.broadcast(data, "tx_batch", to=targets)
         except Exception as exc:  # a transaction that cannot be batched must not stop us
             log.warning("transaction batch not sent: %r", exc)

@@ -71,13 +71,19 @@ async def test_reads_return_at_most_n_bytes_in_order_across_socket_reads() -> No
     assert await reader.read(0) == b""
 
 
-async def test_waiting_readers_get_bytes_in_the_order_they_asked() -> None:
-    reader, writer, _asked = await pair()
+def named_reads(reader: TrioTCPStream) -> tuple[list[tuple[str, bytes]], Any]:
+    """A list of (reader's name, bytes it got) and the task that reads 3 bytes into it."""
     got: list[tuple[str, bytes]] = []
 
     async def read(name: str) -> None:
         got.append((name, await reader.read(3)))
 
+    return got, read
+
+
+async def test_waiting_readers_get_bytes_in_the_order_they_asked() -> None:
+    reader, writer, _asked = await pair()
+    got, read = named_reads(reader)
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(read, "first")
@@ -92,11 +98,7 @@ async def test_waiting_readers_get_bytes_in_the_order_they_asked() -> None:
 
 async def test_buffered_bytes_do_not_jump_a_reader_waiting_for_the_stream() -> None:
     reader, writer, _asked = await pair()
-    got: list[tuple[str, bytes]] = []
-
-    async def read(name: str) -> None:
-        got.append((name, await reader.read(3)))
-
+    got, read = named_reads(reader)
     with trio.fail_after(10):
         await reader.read_lock.acquire()  # a reader busy on the socket holds it ...
         async with trio.open_nursery() as nursery:
