@@ -172,7 +172,9 @@ async def _send_json(send: Any, status: int, doc: Any, headers: dict[str, str] |
 class _Limits:
     """The outermost ASGI layer, around the FastAPI app: body-size refusal by Content-Length,
     the request time limit (the long one for ``?wait=commit`` and the routes that wait for a
-    commit), the request count by route and status, and ``POST /v1/queries`` itself.
+    commit), the request count by route and status, and ``POST /v1/queries`` itself -- at most
+    ``queries.max_in_flight`` at once; beyond that a query is refused before its body is read
+    (503 ``busy``), the back-pressure transactions get from a full mempool.
 
     Outside the framework rather than one of its middlewares: inside, each request and each
     message it sends also went through Starlette's error, telemetry and body-limit layers
@@ -186,6 +188,9 @@ class _Limits:
         self.app = app
         self.node = node
         self.cfg = node.config.api
+        self.max_queries = node.config.queries.max_in_flight
+        self.queries = 0
+        """``POST /v1/queries`` being answered now."""
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -216,7 +221,25 @@ class _Limits:
             limit = (cfg.wait_commit_timeout_ms if wait else cfg.request_timeout_ms) / 1000
             with trio.move_on_after(limit + 1) as timer:
                 if route == "queries" and path == "/v1/queries" and scope["method"] == "POST":
-                    await self._query(receive, send_counted)
+                    if self.queries >= self.max_queries:
+                        await _send_json(
+                            send_counted,
+                            503,
+                            {
+                                "error": "busy",
+                                "detail": f"this agency is answering {self.queries} queries, "
+                                "its limit; retry later",
+                            },
+                            {"Retry-After": "1"},
+                        )
+                        return
+                    self.queries += 1
+                    self.node.metrics.queries_in_flight.set(self.queries)
+                    try:
+                        await self._query(receive, send_counted)
+                    finally:
+                        self.queries -= 1
+                        self.node.metrics.queries_in_flight.set(self.queries)
                 else:
                     await self.app(scope, receive, send_counted)
             if timer.cancelled_caught and status == 0:

@@ -367,11 +367,15 @@ class APIConfig:
 class QueriesConfig:
     """Credit queries: mode-2 lookups to the other agencies, and their quotas."""
 
+    max_in_flight: Annotated[int, Range(1, 100_000)] = 200
     lookup_deadline_ms: Annotated[int, Range(50, 60_000)] = 1_500
     lookups_per_client_per_s: Annotated[int, Range(1, 100_000)] = 20
     lookups_per_agency_per_s: Annotated[int, Range(1, 100_000)] = 200
 
     DOCS: ClassVar[dict[str, str]] = {
+        "max_in_flight": "Queries this agency answers at once; more are refused at once (HTTP "
+        "503, Retry-After), so that a surge of lenders cannot starve consensus and every "
+        "accepted query is answered in bounded time.",
         "lookup_deadline_ms": "How long a mode-2 query waits for the other agencies' records.",
         "lookups_per_client_per_s": "Mode-2 lookups this agency starts for one lender per "
         "second; more are refused (HTTP 429).",

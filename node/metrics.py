@@ -137,6 +137,12 @@ class NodeMetrics:
             ["route", "status"],
             registry=r,
         )
+        self.queries_in_flight = Gauge(
+            p + "api_queries_in_flight",
+            "Lender queries being answered (POST /v1/queries); at queries.max_in_flight more "
+            "are refused with 503.",
+            registry=r,
+        )
         self.store_commit_seconds = Histogram(
             p + "storage_commit_seconds",
             "Time to execute and store one block (synced).",

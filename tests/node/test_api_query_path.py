@@ -10,9 +10,12 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import trio
+import trio.testing
 
+import node.api
 from node.api import _Limits, build_app, build_asgi
-from node.config import APIConfig
+from node.config import APIConfig, QueriesConfig
 from node.metrics import NodeMetrics
 from protocol.codec import encode
 from protocol.crypto import Identity, h256
@@ -22,10 +25,13 @@ from protocol.vocabulary import Category, Purpose
 MAX_BODY = 2048
 
 
-def stub_node() -> Any:
+def stub_node(max_in_flight: int = 200) -> Any:
     """What the app touches before a query reaches the ledger checks."""
     return SimpleNamespace(
-        config=SimpleNamespace(api=APIConfig(max_body_bytes=MAX_BODY)),
+        config=SimpleNamespace(
+            api=APIConfig(max_body_bytes=MAX_BODY),
+            queries=QueriesConfig(max_in_flight=max_in_flight),
+        ),
         metrics=NodeMetrics(process=False),
     )
 
@@ -166,3 +172,46 @@ def _valid_request() -> QueryRequest:
         nonce=1,
         time_ms=1_700_000_000_000,
     )
+
+
+async def test_queries_beyond_the_in_flight_limit_are_refused_until_one_is_answered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A surge gets 503 ``busy`` at once for what the agency cannot take, and the slots come
+    back as queries are answered (``queries.max_in_flight``)."""
+    release = trio.Event()
+    answered: list[bytes] = []
+
+    async def held(_node: Any, body: bytes) -> dict[str, Any]:
+        await release.wait()
+        answered.append(body)
+        return {"ok": True}
+
+    monkeypatch.setattr(node.api, "answer_query_body", held)
+    stub = stub_node(max_in_flight=3)
+    app = build_asgi(stub)
+    results: list[int] = []
+
+    async def one() -> None:
+        results.append((await call(app, b'{"request": "00"}'))[0])
+
+    def gauge() -> float | None:
+        return stub.metrics.registry.get_sample_value("creditnet_api_queries_in_flight")
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(3):
+            nursery.start_soon(one)
+        await trio.testing.wait_all_tasks_blocked()
+        assert gauge() == 3
+        with trio.fail_after(5):  # refused at once, not queued behind the three
+            status, headers, body = await call(app, b'{"request": "00"}')
+        assert status == 503 and headers[b"retry-after"] == b"1"
+        assert body.startswith(b'{"error":"busy","detail":"this agency is answering 3 queries')
+        release.set()
+    assert results == [200, 200, 200] and len(answered) == 3
+    assert gauge() == 0
+    assert (await call(app, b'{"request": "00"}'))[0] == 200
+    refused = stub.metrics.registry.get_sample_value(
+        "creditnet_api_requests_total", {"route": "queries", "status": "503"}
+    )
+    assert refused == 1

@@ -1,17 +1,34 @@
-"""The driver's output handling: write ahead before sending, defer committed-slot clean-up."""
+"""The driver: inputs before timeouts in a round; its output handling (write ahead before
+sending, defer committed-slot clean-up)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+import trio
+import trio.testing
+
 from node.chain import CommittedWork
-from node.driver import Driver
+from node.driver import Driver, now_ms
 from node.metrics import NodeMetrics
 from node.storage import BlockStore
 from protocol.block import Block, CommitCertificate, CommitVote, make_header
 from protocol.codec import encode
-from protocol.consensus.events import Broadcast, Committed, Persist, Send
+from protocol.consensus.events import (
+    Broadcast,
+    CancelTimer,
+    Committed,
+    Event,
+    Output,
+    Persist,
+    Receive,
+    Send,
+    SetTimer,
+    Start,
+    TimerFired,
+    TimerKind,
+)
 from protocol.consensus.journal import proof_key, vote_key
 from protocol.crypto import Identity, h256
 
@@ -106,3 +123,50 @@ async def test_an_obsolete_proof_above_the_committed_height_is_deleted_at_once()
     assert store.get_consensus(proof) is None
     await d._carry_out([committed_block(4)])
     assert ex.pushed[0].consensus_deletes == ()
+
+
+@dataclass
+class ScriptedReplica(FakeReplica):
+    """Answers each kind of event with scripted outputs and records what it was handed."""
+
+    script: dict[type, list[Output]] = field(default_factory=dict)
+    seen: list[Event] = field(default_factory=list)
+    primary: int = 0
+
+    def handle(self, event: Event) -> list[Output]:
+        self.seen.append(event)
+        return list(self.script.get(type(event), []))
+
+
+async def run_one_round(replica: ScriptedReplica, inbox: list[Event]) -> None:
+    """Start a driver with ``inbox`` already queued; stop it once it waits for more."""
+    d, *_ = make_driver(cast(Any, replica), b"none")
+    for ev in inbox:
+        d.post(ev)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(d.run)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_input_waiting_in_the_inbox_cancels_an_expired_timer_before_it_fires() -> None:
+    # The node was busy past the view deadline while a commit (progress) waited in its inbox:
+    # the commit is handled first and restarts the timer, so no view change starts.
+    past = now_ms() - 1
+    replica = ScriptedReplica(
+        script={
+            Start: [SetTimer(TimerKind.VIEW, past)],
+            Receive: [CancelTimer(TimerKind.VIEW), SetTimer(TimerKind.VIEW, past + 60_000)],
+        }
+    )
+    await run_one_round(replica, [Receive(0, 1, b"commit")])
+    assert [type(e) for e in replica.seen] == [Start, Receive]
+
+
+async def test_an_expired_timer_fires_after_the_inputs_of_its_round() -> None:
+    past = now_ms() - 1
+    replica = ScriptedReplica(script={Start: [SetTimer(TimerKind.VIEW, past)]})
+    await run_one_round(replica, [Receive(0, 1, b"unrelated")])
+    assert [type(e) for e in replica.seen] == [Start, Receive, TimerFired]
+    fired = replica.seen[-1]
+    assert isinstance(fired, TimerFired) and fired.timer is TimerKind.VIEW
