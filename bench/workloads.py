@@ -114,11 +114,16 @@ class CommitStream:
     def request_items(self) -> int:
         return self.batch
 
-    def presign(self, total: int) -> None:
+    complete: bool = True
+    """Whether the pre-signed batches are all there is (open loop: the exact schedule); a
+    closed loop that outruns its pre-signed ones signs the next ones as it sends them."""
+
+    def presign(self, total: int, *, complete: bool = True) -> None:
         self.presigned = commit_batches(self.targets, total, self.batch, self.seed)
+        self.complete = complete
 
     def request(self, k: int) -> Batch | None:
-        if self.presigned is not None:
+        if self.presigned is not None and (k < len(self.presigned) or self.complete):
             return self.presigned[k] if k < len(self.presigned) else None
         return commit_batch(self.targets, k, k * self.batch, self.batch, self.seed)
 

@@ -151,6 +151,20 @@ async def test_closed_loop_keeps_the_concurrency_and_stops_at_the_duration() -> 
     assert len(doc["done_s"]) == t.committed and all(d >= 0 for d in doc["done_s"])
 
 
+def test_a_closed_loop_past_its_presigned_batches_signs_the_next_ones_as_before() -> None:
+    targets = [target(1), target(2)]
+    live = CommitStream(targets, 5, seed=b"s")
+    ahead = CommitStream(targets, 5, seed=b"s")
+    ahead.presign(10, complete=False)  # two batches signed before the run
+    for k in range(4):  # the same batches, whether signed before or as they are sent
+        got, want = ahead.request(k), live.request(k)
+        assert got is not None and want is not None and got.body == want.body
+    assert ahead.presigned is not None and ahead.request(1) is ahead.presigned[1]
+    exact = CommitStream(targets, 5, seed=b"s")
+    exact.presign(10)  # open loop: the schedule ends with what was signed
+    assert exact.request(2) is None
+
+
 async def test_open_loop_runs_streams_side_by_side_and_reports_by_kind() -> None:
     accepted: list[int] = []
 
