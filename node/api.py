@@ -25,7 +25,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from node import http_keepalive, http_writes
+from node import http_gate, http_keepalive, http_writes
 from node.mempool import Admission
 from node.queries import QueryRefused, answer_query
 from node.records import load_records
@@ -51,6 +51,8 @@ log = logging.getLogger("creditnet.api")
 http_writes.install()
 # hypercorn starts and cancels a keep-alive task around every request: one timer instead.
 http_keepalive.install()
+# a surge of requests would crowd consensus out of the event loop: hold input while it lags.
+http_gate.install()
 
 MAX_TXS_PER_REQUEST = 5000
 LONG_ROUTES = frozenset({"records", "queries", "clients", "subjects"})
@@ -641,11 +643,23 @@ async def serve_api(
     hc.keep_alive_timeout = 30
     hc.h11_max_incomplete_size = 64 * 1024
     app = build_asgi(node)
+    hold_ms = node.config.api.hold_input_lag_ms
+    gate = None
+    if hold_ms:
+        gate = http_gate.LoopLag(
+            hold_above_s=hold_ms / 1000,
+            release_below_s=hold_ms / 3000,
+            on_hold=node.metrics.api_input_holds.inc,
+        )
+        setattr(hc, http_gate.CONFIG_ATTRIBUTE, gate)
+        node.metrics.event_loop_lag.set_function(lambda: gate.lag_s)
 
     async def started(*, task_status: TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
         await serve(app, hc, task_status=task_status)  # type: ignore[arg-type]
 
     async with trio.open_nursery() as nursery:
+        if gate is not None:
+            await nursery.start(gate.run)
         binds = await nursery.start(started)
         bound = int(binds[0].rsplit(":", 1)[1]) if binds else port
         task_status.started(bound)

@@ -344,9 +344,13 @@ class APIConfig:
     max_body_bytes: Annotated[int, Range(1 * KiB, 64 * MiB)] = 4 * MiB
     request_timeout_ms: Annotated[int, Range(100, 600_000)] = 10_000
     wait_commit_timeout_ms: Annotated[int, Range(100, 3_600_000)] = 30_000
+    hold_input_lag_ms: Annotated[int, Range(0, 10_000)] = 150
 
     DOCS: ClassVar[dict[str, str]] = {
         "listen": "host:port to serve on ([::1]:port for IPv6).",
+        "hold_input_lag_ms": "While the node's event loop runs this late, new requests wait "
+        "unread in their connections (until it is back under a third of it), so that a surge "
+        "cannot crowd consensus out of the loop; 0 never holds them.",
         "max_body_bytes": "Largest request body accepted.",
         "request_timeout_ms": "Time limit for one request.",
         "wait_commit_timeout_ms": "Time limit for a request made with ?wait=commit.",

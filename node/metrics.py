@@ -137,6 +137,17 @@ class NodeMetrics:
             ["route", "status"],
             registry=r,
         )
+        self.event_loop_lag = Gauge(
+            p + "event_loop_lag_seconds",
+            "How late the node's event loop last woke a task (sampled every 20 ms).",
+            registry=r,
+        )
+        self.api_input_holds = Counter(
+            p + "api_input_holds",
+            "Times the API stopped reading new requests because the event loop lagged more "
+            "than api.hold_input_lag_ms.",
+            registry=r,
+        )
         self.queries_in_flight = Gauge(
             p + "api_queries_in_flight",
             "Lender queries being answered (POST /v1/queries); at queries.max_in_flight more "

@@ -1,6 +1,6 @@
 """hypercorn serving a test's ASGI application on 127.0.0.1, and an HTTP/1.1 client for it: what
-the tests of the node's corrections of hypercorn (``node.http_writes``, ``node.http_keepalive``)
-share."""
+the tests of the node's corrections of hypercorn (``node.http_writes``, ``node.http_keepalive``,
+``node.http_gate``) share."""
 
 from __future__ import annotations
 
@@ -19,10 +19,15 @@ App = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 
 @asynccontextmanager
 async def served(
-    app: App, *, keep_alive_s: float = 5.0, shutdown: trio.Event | None = None
+    app: App,
+    *,
+    keep_alive_s: float = 5.0,
+    shutdown: trio.Event | None = None,
+    config_extra: dict[str, Any] | None = None,
 ) -> AsyncIterator[int]:
     """hypercorn serving ``app`` on 127.0.0.1 (the port) until ``shutdown`` is set or the block
-    ends; the application's lifespan is answered here."""
+    ends; the application's lifespan is answered here. ``config_extra``: attributes set on the
+    server's ``Config``."""
 
     async def with_lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -37,6 +42,8 @@ async def served(
     config.accesslog = None
     config.keep_alive_timeout = keep_alive_s
     config.graceful_timeout = 60
+    for name, value in (config_extra or {}).items():
+        setattr(config, name, value)
     trigger = (trio.Event() if shutdown is None else shutdown).wait
     async with trio.open_nursery() as nursery:
         run = functools.partial(serve, with_lifespan, config, shutdown_trigger=trigger)  # type: ignore[arg-type]
