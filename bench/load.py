@@ -622,28 +622,25 @@ def _run(args: argparse.Namespace, targets: list[Target], shares: dict[str, floa
             stream = wl.QueryStream(kind, plan, targets[0].chain_id)
         streams.append((stream, rate if rate else share))
         totals.append(total)
-    if open_loop:  # ... then the signing, right before the timed phase (queries age)
-        for (stream, rate), total in zip(streams, totals, strict=True):
-            started = time.perf_counter()
-            stream.presign(total)  # type: ignore[attr-defined]
-            print(
-                f"bench.load: {stream.kind}: signed {total} items "
-                f"({time.perf_counter() - started:.1f} s); sending at {rate:g}/s",
-                file=sys.stderr,
-                flush=True,
-            )
-    else:
-        for stream, _share in streams:
-            if isinstance(stream, wl.CommitStream):
-                started = time.perf_counter()
-                total = round(CLOSED_LOOP_PRESIGN_PER_S * args.duration)
-                stream.presign(total, complete=False)
-                print(
-                    f"bench.load: {stream.kind}: signed {total} items "
-                    f"({time.perf_counter() - started:.1f} s); more are signed as they are sent",
-                    file=sys.stderr,
-                    flush=True,
-                )
+    # ... then the signing, right before the timed phase (queries age): every item of an open
+    # loop; a closed loop's commit batches up to CLOSED_LOOP_PRESIGN_PER_S (then as they are sent)
+    for (stream, rate), total in zip(streams, totals, strict=True):
+        started = time.perf_counter()
+        if open_loop:
+            count, then = total, f"sending at {rate:g}/s"
+            stream.presign(count)  # type: ignore[attr-defined]
+        elif isinstance(stream, wl.CommitStream):
+            count = round(CLOSED_LOOP_PRESIGN_PER_S * args.duration)
+            then = "more are signed as they are sent"
+            stream.presign(count, complete=False)
+        else:
+            continue
+        print(
+            f"bench.load: {stream.kind}: signed {count} items "
+            f"({time.perf_counter() - started:.1f} s); {then}",
+            file=sys.stderr,
+            flush=True,
+        )
     print(
         f"bench.load: {args.workload} to {', '.join(f'node{t.index}' for t in targets)}, "
         + (

@@ -193,6 +193,7 @@ class _Limits:
         self.max_queries = node.config.queries.max_in_flight
         self.queries = 0
         """``POST /v1/queries`` being answered now."""
+        node.metrics.queries_in_flight.set_function(lambda: self.queries)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -236,12 +237,10 @@ class _Limits:
                         )
                         return
                     self.queries += 1
-                    self.node.metrics.queries_in_flight.set(self.queries)
                     try:
                         await self._query(receive, send_counted)
                     finally:
                         self.queries -= 1
-                        self.node.metrics.queries_in_flight.set(self.queries)
                 else:
                     await self.app(scope, receive, send_counted)
             if timer.cancelled_caught and status == 0:

@@ -14,9 +14,9 @@ not help: refusing costs about as much as parsing.
 ``release_below_s``. While the gate is closed, the bytes a connection reads are not parsed, and it
 reads no more: requests already parsed are served, new ones wait (the rest in the socket, where
 TCP flow control pushes back on the client) and are handled, in turn, once the loop has caught
-up. :func:`install` adds the gate to
-hypercorn's connection read loop (a server whose ``Config`` carries no gate is not held); it
-refuses a hypercorn whose read loop no longer reads as the one it replaces.
+up. :func:`install` adds the gate to hypercorn's connection read loop (a server whose
+``Config`` carries no gate is not held); it refuses a hypercorn whose read loop no longer reads
+as the one it replaces.
 """
 
 from __future__ import annotations
