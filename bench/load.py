@@ -250,6 +250,9 @@ class Tally:
     last_answer: float | None = None
     max_lag: float = 0.0
     """Largest delay of a send behind its schedule (the generator itself falling behind)."""
+    start_unix: float | None = None
+    """Wall-clock time (Unix seconds) of the timed phase's start, to line answers up with the
+    nodes' own logs (LevelDB's flushes and compactions, view changes)."""
 
     def sending(self, count: int, now: float) -> None:
         self.sent += count

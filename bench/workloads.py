@@ -198,6 +198,8 @@ async def open_loop(
         if announce:
             print(START_MARK, file=sys.stderr, flush=True)
         start = trio.current_time()
+        for stream, _rate in streams:
+            stream.tally.start_unix = time.time()
         async with trio.open_nursery() as nursery:
             for stream, rate in streams:
                 nursery.start_soon(_schedule, nursery, pool, stream, rate, start, timeout)
@@ -260,6 +262,8 @@ async def closed_loop(
         if announce:
             print(START_MARK, file=sys.stderr, flush=True)
         start = trio.current_time()
+        for stream, _share in streams:
+            stream.tally.start_unix = time.time()
         async with trio.open_nursery() as nursery:
             for _ in range(concurrency):
                 nursery.start_soon(worker, start + duration)
@@ -315,6 +319,7 @@ def samples_doc(streams: Sequence[Stream], start: float) -> dict[str, Any]:
             "done_s": [round(d - start, 3) for d in t.done],
             "latency_ms": [round(x * 1000, 1) for x in t.latencies],
             "failed": t.failed,
+            "start_unix_s": t.start_unix,
             "latency_summary_ms": percentiles_ms(t.latencies),
         }
     return out

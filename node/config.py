@@ -316,13 +316,14 @@ class ConsensusConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class StorageConfig:
-    """LevelDB storage of blocks, ledger state, votes and this agency's credit records."""
+    """Where the node keeps blocks, ledger state, its votes and this agency's credit records."""
 
     data_dir: Path = Path("data")
     sync_writes: bool = True
 
     DOCS: ClassVar[dict[str, str]] = {
-        "data_dir": "Database directory.",
+        "data_dir": "Data directory: LevelDB in leveldb/, the consensus write-ahead log in "
+        "consensus.wal.",
         "sync_writes": "fsync every committed block; turn off only for tests.",
     }
 

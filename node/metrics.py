@@ -160,6 +160,12 @@ class NodeMetrics:
             buckets=INTERVAL_BUCKETS,
             registry=r,
         )
+        self.consensus_log_bytes = Gauge(
+            p + "storage_consensus_log_bytes",
+            "Size of the consensus write-ahead log file (rewritten with its live records once "
+            "past 32 MiB).",
+            registry=r,
+        )
         self.worker_cpu = Counter(
             p + "worker_cpu_seconds",
             "CPU time spent in worker threads, by task (verify, execute, store, journal).",

@@ -1,5 +1,7 @@
-"""The node's store: committed blocks with their certificates, indexes, application state,
-consensus write-ahead records and the agency's private data, in one LevelDB.
+"""The node's store: committed blocks with their certificates, indexes, application state and
+the agency's private data in one LevelDB; the replica's write-ahead records (votes, proofs) in an
+append-only file beside it (:mod:`node.storage.consensus_log`: they live for a block's round and
+carry whole blocks, churn LevelDB would flush and compact).
 
 Why one atomic, synced batch per block: a node killed at any instant reopens with either all of
 block ``h`` (bytes, certificate, hash and tx index, state changes, latest height, app hash) or
@@ -17,6 +19,8 @@ from pathlib import Path
 from types import TracebackType
 
 from node.storage import schema
+from node.storage.consensus_log import FILENAME as CONSENSUS_LOG_FILENAME
+from node.storage.consensus_log import ConsensusLog
 from node.storage.kv import KVBackend, LevelDBBackend, MemoryBackend, StorageError
 from node.storage.lock import DataDirLock
 from protocol.apphash import GENESIS_APP_HASH, next_app_hash
@@ -44,11 +48,13 @@ class BlockStore:
         where: str,
         lock: DataDirLock | None = None,
         sync: bool = True,
+        consensus_log: ConsensusLog | None = None,
     ) -> None:
-        """Use ``backend`` (owned from now on), checking or writing its meta for ``chain_id``.
+        """Use ``backend`` and ``consensus_log`` (owned from now on; an in-memory log when None),
+        checking or writing the backend's meta for ``chain_id``.
 
         ``where`` names the store in messages; ``sync`` is the default durability of block
-        commits (False only for benchmarks and tests).
+        commits and consensus records (False only for benchmarks and tests).
         """
         if not chain_id:
             raise ValueError("chain id is empty")
@@ -58,6 +64,8 @@ class BlockStore:
         self.where = where
         self.sync = sync
         self._latest_height, self._app_hash = self._load_or_init_meta()
+        self._consensus = consensus_log if consensus_log is not None else ConsensusLog(None)
+        self._move_consensus_records()
 
     @classmethod
     def open(cls, path: Path, chain_id: str, *, sync: bool = True) -> BlockStore:
@@ -68,10 +76,21 @@ class BlockStore:
         """
         lock = DataDirLock(path)
         backend: LevelDBBackend | None = None
+        wal: ConsensusLog | None = None
         try:
             backend = LevelDBBackend(path / DB_DIRNAME)
-            return cls(backend, chain_id, where=f"data directory {path}", lock=lock, sync=sync)
+            wal = ConsensusLog(path / CONSENSUS_LOG_FILENAME, sync=sync)
+            return cls(
+                backend,
+                chain_id,
+                where=f"data directory {path}",
+                lock=lock,
+                sync=sync,
+                consensus_log=wal,
+            )
         except BaseException:
+            if wal is not None:
+                wal.close()
             if backend is not None:
                 backend.close()
             lock.release()
@@ -121,6 +140,18 @@ class BlockStore:
         except ValueError as exc:
             raise StorageError(f"{self.where} has a corrupt latest height: {exc}") from exc
 
+    def _move_consensus_records(self) -> None:
+        """Move write-ahead records an older creditnet kept in LevelDB (namespace ``w``) into the
+        consensus log: written there (synced) first, then deleted from LevelDB, so a crash in
+        between leaves them in both and the next open finishes the move."""
+        old = list(self._backend.iterate(schema.CONSENSUS))
+        if not old:
+            return
+        strip = len(schema.CONSENSUS)
+        moved = {k[strip:]: v for k, v in old if self._consensus.get(k[strip:]) is None}
+        self._consensus.write(moved, sync=True)
+        self._backend.write((), [k for k, _ in old], sync=True)
+
     def _require_meta(self, key: bytes, what: str) -> bytes:
         value = self._backend.get(key)
         if value is None:
@@ -159,9 +190,10 @@ class BlockStore:
         which the ledger refused as duplicates -- the index keeps pointing at the first, so a
         lookup finds the result that counted. ``state_changes`` maps application keys to new
         values, None deleting. ``consensus_deletes`` names consensus records made obsolete by this
-        block (dropped in the same batch, so a crash never loses a vote before its block is
-        stored). ``sync`` (default: the store's) makes the batch durable before
-        returning. Returns the new app hash.
+        block, dropped from the consensus log once the batch is written (so a crash never loses
+        a vote before its block is stored; one that loses the deletion leaves records at or
+        below the stored height, which recovery ignores). ``sync`` (default: the store's) makes
+        the batch durable before returning. Returns the new app hash.
         """
         expected = self._latest_height + 1
         if height != expected:
@@ -181,7 +213,7 @@ class BlockStore:
             for i, tx in enumerate(tx_hashes)
             if i not in replays
         ]
-        deletes: list[bytes] = [schema.consensus_key(name) for name in consensus_deletes]
+        deletes: list[bytes] = []
         for key, value in state_changes.items():
             if value is None:
                 deletes.append(schema.state_key(key))
@@ -190,6 +222,7 @@ class BlockStore:
         puts += [(schema.META_LATEST_HEIGHT, encoded_height), (schema.META_APP_HASH, app_hash)]
         self._backend.write(puts, deletes, sync=self.sync if sync is None else sync)
         self._latest_height, self._app_hash = height, app_hash
+        self._consensus.delete(consensus_deletes)
         return app_hash
 
     def block(self, height: int) -> bytes | None:
@@ -224,28 +257,31 @@ class BlockStore:
 
     def put_consensus(self, name: bytes, value: bytes) -> None:
         """Durably record ``value`` under ``name`` before the vote it protects is sent."""
-        self._backend.write({schema.consensus_key(name): value}, sync=True)
+        self._consensus.write({name: value}, sync=True)
 
     def get_consensus(self, name: bytes) -> bytes | None:
         """The consensus record ``name``, or None."""
-        return self._backend.get(schema.consensus_key(name))
+        return self._consensus.get(name)
 
     def consensus_items(self, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
         """Consensus records ``(name, value)`` under ``prefix``, in name order (for recovery)."""
-        return _strip(self._backend.iterate(schema.consensus_key(prefix)), len(schema.CONSENSUS))
+        return self._consensus.items(prefix)
 
     def write_consensus(
         self, changes: Mapping[bytes, bytes | None], *, sync: bool | None = None
     ) -> None:
-        """Apply many consensus record puts (None deletes) in one batch; synced unless the store
-        was opened unsynced (tests) or ``sync`` says otherwise."""
-        puts = [(schema.consensus_key(k), v) for k, v in changes.items() if v is not None]
-        deletes = [schema.consensus_key(k) for k, v in changes.items() if v is None]
-        self._backend.write(puts, deletes, sync=self.sync if sync is None else sync)
+        """Apply many consensus record puts (None deletes) as one atomic record; synced unless
+        the store was opened unsynced (tests) or ``sync`` says otherwise."""
+        self._consensus.write(changes, sync=self.sync if sync is None else sync)
 
     def delete_consensus(self, names: Iterable[bytes]) -> None:
         """Drop consensus records that a stable checkpoint made obsolete (synced)."""
-        self._backend.write((), [schema.consensus_key(name) for name in names], sync=True)
+        self._consensus.write(dict.fromkeys(names), sync=True)
+
+    @property
+    def consensus_log(self) -> ConsensusLog:
+        """The write-ahead records' log (its size and rewrites, for metrics and tests)."""
+        return self._consensus
 
     # --- node-private data ----------------------------------------------------------------------
 
@@ -273,8 +309,9 @@ class BlockStore:
     # --- lifecycle ------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close LevelDB, then release the data directory; idempotent."""
+        """Close the consensus log and LevelDB, then release the data directory; idempotent."""
         try:
+            self._consensus.close()
             self._backend.close()
         finally:
             if self._lock is not None:

@@ -11,7 +11,8 @@ iterated as a key of another kind::
     01 'c' <height u64be>              commit certificate bytes
     01 't' <tx hash>                   -> height u64be || index u32be
     01 's' <application key>           application state (the ledger rules' own key space)
-    01 'w' <name>                      consensus write-ahead records (votes, view)
+    01 'w' <name>                      consensus write-ahead records of format 1.0 (moved to the
+                                       consensus log, consensus.wal, when a store is opened)
     01 'p' <len(ns) u8> <ns> <key>     node-private data (e.g. the agency's credit records)
 
 Heights are big-endian so key order is height order. The private namespace is length-prefixed so
