@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -87,3 +89,9 @@ def write_result(name: str, figures: dict[str, Any], out: Path | None = None) ->
     }
     path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return path
+
+
+def nearest_rank(ordered: Sequence[float], q: float) -> float:
+    """The q-th percentile (0..100) of sorted samples by nearest rank (q = 0: the minimum)."""
+    rank = math.ceil(round(q * len(ordered) / 100, 9))  # (round: 7/100*100 is 7.000000000000001)
+    return ordered[min(len(ordered) - 1, max(0, rank - 1))]

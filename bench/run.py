@@ -90,7 +90,8 @@ from bench.cluster import (
     warm_up,
 )
 from bench.load import MAX_QUERY_DURATION_S, LoadError, percentiles_ms
-from bench.results_io import RESULTS_DIR, write_result
+from bench.results_io import RESULTS_DIR, nearest_rank, write_result
+from bench.storage_events import latency_by_storage, read_spans
 from bench.wan import WanParams
 from bench.workloads import DEFAULT_MIX, parse_mix
 from node.testnet import TestnetError, create_testnet
@@ -156,6 +157,10 @@ RESULTS_FORMAT = """\
                   >= 10 %), "steal_per_s": [[s after the start, steal %], ...]},
      "latency_by_steal": {kind: {"steal": {"items", "p99_ms"}, "other": {...}}} (items whose
                   send-to-answer span touched a second with steal >= 10 %, and the rest),
+     "latency_by_storage": {kind: {"storage": {"items", "p99_ms"}, "other": {...},
+                  "spans": [[s after the start, duration s, node, "flush" | "compaction"]]}}
+                  (items whose span overlapped a LevelDB flush or compaction of any node, from
+                  each node's LevelDB LOG, and the rest),
      "timeline": [{"t": s, "height": [per node], "mempool": [...], "view": [...]}]}]}}
 A size that failed has only "nodes", "ok": false, "error", "per_s": null, "latency_ms",
 "by_kind": {}, "target": {}, "nodes_exited", "timeline". For "mixed", "per_s", "sent" and
@@ -407,12 +412,6 @@ def metrics_delta(before: dict[str, float], after: dict[str, float]) -> dict[str
     }
 
 
-def nearest_rank(ordered: Sequence[float], q: float) -> float:
-    """The q-th percentile (0..100) of sorted samples by nearest rank (q = 0: the minimum)."""
-    rank = math.ceil(round(q * len(ordered) / 100, 9))  # (round: 7/100*100 is 7.000000000000001)
-    return ordered[min(len(ordered) - 1, max(0, rank - 1))]
-
-
 def per_kind(
     samples: dict[str, Any],
     report_doc: dict[str, Any],
@@ -586,6 +585,14 @@ def run_size(p: Params, n: int, workdir: Path) -> dict[str, Any]:
         "ed25519_verify_us": sampler.speed(start, end),
         "host_cpu": host,
         "latency_by_steal": latency_by_steal(samples, host["steal_per_s"]),
+        "latency_by_storage": latency_by_storage(
+            samples,
+            [
+                span
+                for x in nodes
+                for span in read_spans(x.home / "data" / "leveldb" / "LOG", x.index)
+            ],
+        ),
         "wan_proxy": (
             {**sampler.series["wan_proxy"].summary(start, end), "stats": wan_stats}
             if proxy is not None
@@ -627,6 +634,19 @@ def summary_lines(run: dict[str, Any]) -> list[str]:
             f"host: steal {host['steal_pct']} % of the machine (worst second "
             f"{host['steal_max_pct']} %, {host['seconds_steal_over']} s at >= "
             f"{STEAL_SECOND_PCT:g} %), idle {host['idle_pct']} %" + (f"; {split}" if split else "")
+        )
+    storage = [
+        f"{kind} p99 {v['storage']['p99_ms']} ms in {v['storage']['items']} items overlapping "
+        f"one, {v['other']['p99_ms']} ms in the other {v['other']['items']}"
+        for kind, v in (run.get("latency_by_storage") or {}).items()
+        if v is not None
+    ]
+    if storage:
+        spans = next(v["spans"] for v in run["latency_by_storage"].values() if v is not None)
+        flushes = sum(1 for sp in spans if sp[3] == "flush")
+        lines.append(
+            f"LevelDB: {flushes} flushes, {len(spans) - flushes} compactions over the nodes; "
+            + "; ".join(storage)
         )
     lines.append(
         "one chain: all nodes at the same height and app hash"

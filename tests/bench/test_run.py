@@ -411,6 +411,11 @@ def test_a_mixed_run_over_the_wan_proxy_writes_json_markdown_and_plots(tmp_path:
     host = run["host_cpu"]
     assert 0 <= host["steal_pct"] <= 100 and 0 <= host["idle_pct"] <= 100, host
     assert len(host["steal_per_s"]) >= 1 and set(run["latency_by_steal"]) == set(run["by_kind"])
+    by_storage = run["latency_by_storage"]
+    assert set(by_storage) == set(run["by_kind"])
+    for kind, split in by_storage.items():  # every answered item is in one of the two
+        parts = split["storage"]["items"] + split["other"]["items"]
+        assert 0 < parts <= run["by_kind"][kind]["committed"], (kind, split)
     for suffix in ("md", "json"):
         assert (tmp_path / f"t.{suffix}").stat().st_size > 0
     for plot in ("throughput", "latency-cdf", "height", "resources"):
