@@ -227,7 +227,12 @@ class Node:
     def open(cls, home: Path, *, metrics: NodeMetrics | None = None) -> Node:
         files = read_home(home)
         cfg = files.config
-        store = BlockStore.open(cfg.data_path, files.genesis.chain_id, sync=cfg.storage.sync_writes)
+        store = BlockStore.open(
+            cfg.data_path,
+            files.genesis.chain_id,
+            sync=cfg.storage.sync_writes,
+            compression=cfg.storage.compression,
+        )
         try:
             return cls(files, store, metrics or NodeMetrics())
         except BaseException:

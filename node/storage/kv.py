@@ -17,6 +17,8 @@ import plyvel
 
 Puts = Mapping[bytes, bytes] | Iterable[tuple[bytes, bytes]]
 
+COMPRESSIONS = ("none", "snappy")
+"""How LevelDB may compress its tables (``storage.compression``)."""
 BLOOM_FILTER_BITS = 10
 """Bloom filters per table: tx-hash and block-hash lookups are random point reads."""
 WRITE_BUFFER_BYTES = 16 << 20
@@ -67,7 +69,18 @@ def _pairs(puts: Puts) -> Iterable[tuple[bytes, bytes]]:
 class LevelDBBackend:
     """:class:`KVBackend` over a LevelDB directory (created if missing)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, compression: str = "none") -> None:
+        """Open (or create) LevelDB at ``path``; ``compression`` (one of COMPRESSIONS) applies
+        to the tables written from now on -- a store written with another reads as before.
+
+        Uncompressed by default: a node's data is mostly hashes, keys and signatures, and
+        Snappy took ~2/3 of the CPU LevelDB spends writing, flushing and compacting it (tables
+        of a node's real data at 500 mode-1 queries/s, rewritten and compacted in one process:
+        1.7 s of CPU with Snappy, 0.6 s without) for 35 % less disk (39 vs 61 MB). That CPU
+        comes in bursts, each flush and compaction, on machines the nodes keep busy; the seconds
+        it took were the slowest of a long query run."""
+        if compression not in COMPRESSIONS:
+            raise ValueError(f"compression {compression!r} is not one of {COMPRESSIONS}")
         self.path = path
         try:
             path.mkdir(parents=True, exist_ok=True)
@@ -79,6 +92,7 @@ class LevelDBBackend:
                 create_if_missing=True,
                 bloom_filter_bits=BLOOM_FILTER_BITS,
                 write_buffer_size=WRITE_BUFFER_BYTES + secrets.randbelow(WRITE_BUFFER_JITTER),
+                compression=None if compression == "none" else compression,
             )
         except plyvel.Error as exc:
             raise StorageError(f"cannot open LevelDB at {path}: {_reason(exc)}") from exc

@@ -459,3 +459,20 @@ def test_each_store_gets_its_own_memtable_size(
     low, high = kv.WRITE_BUFFER_BYTES, kv.WRITE_BUFFER_BYTES + kv.WRITE_BUFFER_JITTER
     assert all(low <= s < high for s in sizes)
     assert len(set(sizes)) > 1
+
+
+def test_compression_is_a_choice_and_either_reads_the_other(tmp_path: Path) -> None:
+    """Tables written with Snappy read back after the store reopens uncompressed (and the
+    reverse): LevelDB marks each block with its own compression."""
+    data = tmp_path / "data"
+    with BlockStore.open(data, CHAIN, compression="snappy") as store:
+        for height in range(1, 4):
+            commit(store, height)
+        app_hash = store.app_hash
+    with BlockStore.open(data, CHAIN, compression="none") as store:
+        assert store.app_hash == app_hash and store.block(2) == make_block(2)[1]
+        commit(store, 4)
+    with BlockStore.open(data, CHAIN, compression="snappy") as store:
+        assert store.latest_height == 4 and store.block(4) == make_block(4)[1]
+    with pytest.raises(ValueError, match="compression 'lz4'"):
+        kv.LevelDBBackend(tmp_path / "other", compression="lz4")
