@@ -91,6 +91,11 @@ def write_result(name: str, figures: dict[str, Any], out: Path | None = None) ->
     return path
 
 
+def p99_summary(xs: list[float]) -> dict[str, Any]:
+    """``{"items", "p99_ms"}`` of some latencies in ms (p99 None when there are none)."""
+    return {"items": len(xs), "p99_ms": nearest_rank(sorted(xs), 99) if xs else None}
+
+
 def nearest_rank(ordered: Sequence[float], q: float) -> float:
     """The q-th percentile (0..100) of sorted samples by nearest rank (q = 0: the minimum)."""
     rank = math.ceil(round(q * len(ordered) / 100, 9))  # (round: 7/100*100 is 7.000000000000001)

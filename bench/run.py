@@ -90,7 +90,7 @@ from bench.cluster import (
     warm_up,
 )
 from bench.load import MAX_QUERY_DURATION_S, LoadError, percentiles_ms
-from bench.results_io import RESULTS_DIR, nearest_rank, write_result
+from bench.results_io import RESULTS_DIR, nearest_rank, p99_summary, write_result
 from bench.storage_events import latency_by_storage, read_spans
 from bench.wan import WanParams
 from bench.workloads import DEFAULT_MIX, parse_mix
@@ -464,13 +464,7 @@ def latency_by_steal(
             sent = done - ms / 1000
             touched = any(t - 1 < done and sent <= t for t in stolen)
             (hit if touched else rest).append(ms)
-        out[kind] = {
-            name: {
-                "items": len(xs),
-                "p99_ms": nearest_rank(sorted(xs), 99) if xs else None,
-            }
-            for name, xs in (("steal", hit), ("other", rest))
-        }
+        out[kind] = {"steal": p99_summary(hit), "other": p99_summary(rest)}
     return out
 
 

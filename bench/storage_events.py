@@ -19,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from bench.results_io import nearest_rank
+from bench.results_io import p99_summary
 
 _LINE = re.compile(r"^(\d{4}/\d{2}/\d{2}-\d{2}:\d{2}:\d{2}\.\d{6}) \S+ (.*)$")
 _FLUSH_START = re.compile(r"^Level-0 table #(\d+): started")
@@ -94,17 +94,11 @@ def latency_by_storage(
             touched = any(a <= done and sent <= b for a, b in windows)
             (hit if touched else rest).append(ms)
         out[kind] = {
-            "storage": _p99(hit),
-            "other": _p99(rest),
+            "storage": p99_summary(hit),
+            "other": p99_summary(rest),
             "spans": [
                 [round(sp.start - start, 2), round(sp.end - sp.start, 3), sp.node, sp.kind]
                 for sp in sorted(spans, key=lambda x: x.start)
             ],
         }
     return out
-
-
-def _p99(xs: list[float]) -> dict[str, Any]:
-    if not xs:
-        return {"items": 0, "p99_ms": None}
-    return {"items": len(xs), "p99_ms": nearest_rank(sorted(xs), 99)}

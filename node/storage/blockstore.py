@@ -147,13 +147,12 @@ class BlockStore:
         """Move write-ahead records an older creditnet kept in LevelDB (namespace ``w``) into the
         consensus log: written there (synced) first, then deleted from LevelDB, so a crash in
         between leaves them in both and the next open finishes the move."""
-        old = list(self._backend.iterate(schema.CONSENSUS))
+        old = dict(_strip(self._backend.iterate(schema.CONSENSUS), len(schema.CONSENSUS)))
         if not old:
             return
-        strip = len(schema.CONSENSUS)
-        moved = {k[strip:]: v for k, v in old if self._consensus.get(k[strip:]) is None}
+        moved = {k: v for k, v in old.items() if self._consensus.get(k) is None}
         self._consensus.write(moved, sync=True)
-        self._backend.write((), [k for k, _ in old], sync=True)
+        self._backend.write((), [schema.consensus_key(k) for k in old], sync=True)
 
     def _require_meta(self, key: bytes, what: str) -> bytes:
         value = self._backend.get(key)

@@ -2,7 +2,8 @@
 
 What the replica signed must be durable before the message carrying the signature leaves, and it
 lives only until its block is stored -- a few hundred milliseconds. In LevelDB (where these
-records were kept until format 1.1 of the data directory) that churn cost twice over: each
+records were kept before; ``BlockStore`` moves an older store's records here when it opens) that
+churn cost twice over: each
 prepared proof carries the whole proposed block, so every block was written to the memtable two
 times on a backup and three on the primary, and every such copy was then flushed to a level-0
 table and merged by a compaction before its deletion dropped it. Measured on a 4-node cluster at
@@ -139,10 +140,9 @@ class ConsensusLog:
         """Drop ``keys`` now, appended without an fsync: deletions of records whose block is
         stored, which a crash may lose harmlessly (recovery ignores records below the stored
         height) -- the next synced record makes them durable anyway."""
-        changes: dict[bytes, bytes | None] = dict.fromkeys(keys)
         with self._lock:
-            changes = {k: None for k in changes if k in self._records}
-        self.write(changes, sync=False)
+            gone = dict.fromkeys(k for k in keys if k in self._records)
+        self.write(gone, sync=False)
 
     def close(self) -> None:
         """Close the file; idempotent. Later writes raise StorageError."""
