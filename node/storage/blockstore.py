@@ -69,10 +69,17 @@ class BlockStore:
 
     @classmethod
     def open(
-        cls, path: Path, chain_id: str, *, sync: bool = True, compression: str = "none"
+        cls,
+        path: Path,
+        chain_id: str,
+        *,
+        sync: bool = True,
+        compression: str = "none",
+        background_nice: int = 0,
     ) -> BlockStore:
         """Lock data directory ``path`` and open (or create) the store of ``chain_id`` in it
-        (``compression``: LevelDB's, for the tables it writes from now on).
+        (``compression``: LevelDB's, for the tables it writes from now on; ``background_nice``:
+        see :class:`LevelDBBackend`).
 
         Raises ``DataDirLocked`` if another open holds ``path``, ``IncompatibleStore`` if it holds
         another chain or a newer format, ``StorageError`` if LevelDB cannot be opened.
@@ -81,7 +88,9 @@ class BlockStore:
         backend: LevelDBBackend | None = None
         wal: ConsensusLog | None = None
         try:
-            backend = LevelDBBackend(path / DB_DIRNAME, compression=compression)
+            backend = LevelDBBackend(
+                path / DB_DIRNAME, compression=compression, background_nice=background_nice
+            )
             wal = ConsensusLog(path / CONSENSUS_LOG_FILENAME, sync=sync)
             return cls(
                 backend,
