@@ -322,7 +322,6 @@ class StorageConfig:
     data_dir: Path = Path("data")
     sync_writes: bool = True
     compression: Compression = "none"
-    background_nice: Annotated[int, Range(0, 19)] = 19
 
     DOCS: ClassVar[dict[str, str]] = {
         "data_dir": "Data directory: LevelDB in leveldb/, the consensus write-ahead log in "
@@ -331,9 +330,6 @@ class StorageConfig:
         "compression": "LevelDB table compression, none or snappy: snappy saves about a third "
         "of the disk and costs about three times the CPU of flushes and compactions, which "
         "come in bursts that slow the node.",
-        "background_nice": "Nice value of LevelDB's flush and compaction thread (0: the node's "
-        "own priority): their bursts of CPU then wait for the consensus and API threads instead "
-        "of competing with them. Linux; applies to the process's first store.",
     }
 
     @classmethod

@@ -232,7 +232,6 @@ class Node:
             files.genesis.chain_id,
             sync=cfg.storage.sync_writes,
             compression=cfg.storage.compression,
-            background_nice=cfg.storage.background_nice,
         )
         try:
             return cls(files, store, metrics or NodeMetrics())

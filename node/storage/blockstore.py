@@ -69,17 +69,10 @@ class BlockStore:
 
     @classmethod
     def open(
-        cls,
-        path: Path,
-        chain_id: str,
-        *,
-        sync: bool = True,
-        compression: str = "none",
-        background_nice: int = 0,
+        cls, path: Path, chain_id: str, *, sync: bool = True, compression: str = "none"
     ) -> BlockStore:
         """Lock data directory ``path`` and open (or create) the store of ``chain_id`` in it
-        (``compression``: LevelDB's, for the tables it writes from now on; ``background_nice``:
-        see :class:`LevelDBBackend`).
+        (``compression``: LevelDB's, for the tables it writes from now on).
 
         Raises ``DataDirLocked`` if another open holds ``path``, ``IncompatibleStore`` if it holds
         another chain or a newer format, ``StorageError`` if LevelDB cannot be opened.
@@ -88,9 +81,7 @@ class BlockStore:
         backend: LevelDBBackend | None = None
         wal: ConsensusLog | None = None
         try:
-            backend = LevelDBBackend(
-                path / DB_DIRNAME, compression=compression, background_nice=background_nice
-            )
+            backend = LevelDBBackend(path / DB_DIRNAME, compression=compression)
             wal = ConsensusLog(path / CONSENSUS_LOG_FILENAME, sync=sync)
             return cls(
                 backend,

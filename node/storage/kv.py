@@ -8,11 +8,8 @@ store can run against both. plyvel's exceptions stop here: they are translated i
 from __future__ import annotations
 
 import bisect
-import contextlib
-import os
 import secrets
-import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Protocol
 
@@ -72,9 +69,7 @@ def _pairs(puts: Puts) -> Iterable[tuple[bytes, bytes]]:
 class LevelDBBackend:
     """:class:`KVBackend` over a LevelDB directory (created if missing)."""
 
-    def __init__(
-        self, path: Path, *, compression: str = "none", background_nice: int = 0
-    ) -> None:
+    def __init__(self, path: Path, *, compression: str = "none") -> None:
         """Open (or create) LevelDB at ``path``; ``compression`` (one of COMPRESSIONS) applies
         to the tables written from now on -- a store written with another reads as before.
 
@@ -83,31 +78,22 @@ class LevelDBBackend:
         of a node's real data at 500 mode-1 queries/s, rewritten and compacted in one process:
         1.7 s of CPU with Snappy, 0.6 s without) for 35 % less disk (39 vs 61 MB). That CPU
         comes in bursts, each flush and compaction, on machines the nodes keep busy; the seconds
-        it took were the slowest of a long query run.
-
-        ``background_nice`` > 0 runs LevelDB's background thread (flushes and compactions) at
-        that nice value -- see :func:`_open_at_nice`."""
+        it took were the slowest of a long query run."""
         if compression not in COMPRESSIONS:
             raise ValueError(f"compression {compression!r} is not one of {COMPRESSIONS}")
-        if not 0 <= background_nice <= MAX_NICE:
-            raise ValueError(f"background_nice {background_nice} is not in 0..{MAX_NICE}")
         self.path = path
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StorageError(f"cannot create {path}: {exc.strerror}") from exc
-
-        def open_db() -> plyvel.DB:
-            return plyvel.DB(
+        try:
+            self._db = plyvel.DB(
                 str(path),
                 create_if_missing=True,
                 bloom_filter_bits=BLOOM_FILTER_BITS,
                 write_buffer_size=WRITE_BUFFER_BYTES + secrets.randbelow(WRITE_BUFFER_JITTER),
                 compression=None if compression == "none" else compression,
             )
-
-        try:
-            self._db = _open_at_nice(open_db, background_nice) if background_nice else open_db()
         except plyvel.Error as exc:
             raise StorageError(f"cannot open LevelDB at {path}: {_reason(exc)}") from exc
         self._closed = False
@@ -150,50 +136,6 @@ class LevelDBBackend:
     def _check_open(self) -> None:
         if self._closed:
             raise StorageError(f"LevelDB at {self.path} is closed")
-
-
-MAX_NICE = 19
-
-
-def _open_at_nice(open_db: Callable[[], plyvel.DB], nice: int) -> plyvel.DB:
-    """``open_db()`` in a short-lived thread running at ``nice``, which also makes LevelDB start
-    its background thread there -- so that thread, which inherits its creator's nice value
-    (Linux keeps one per thread), flushes and compacts at low priority for the process's life.
-
-    Why: a flush or compaction is a burst of 0.1-0.3 s of CPU on a machine the nodes keep busy,
-    and at the same priority it takes its turns from the threads running consensus and the API;
-    the slowest seconds of a long query run were those of flushes and compactions. At nice 19
-    it runs when they wait (the same choice as RocksDB's ``LowerThreadPoolCPUPriority``). A
-    starved background thread is bounded by LevelDB itself: with too many level-0 tables it
-    slows, then stops, writes until compaction catches up.
-
-    LevelDB starts one background thread per process, when it first has work: here,
-    ``compact_range`` over a key range no key of this store is in (keys start with the layout
-    version, 0x01) switches to a fresh memtable -- empty at open, so nothing is written -- and
-    schedules that work. If the process opened a store before, its thread already runs at the
-    nice value it was started with. Where the nice value cannot be raised (not Linux, or not
-    permitted), the store opens at the process's priority.
-    """
-    box: list[plyvel.DB | BaseException] = []
-
-    def opener() -> None:
-        with contextlib.suppress(OSError, AttributeError):
-            os.setpriority(os.PRIO_PROCESS, 0, nice)  # 0: the calling thread, on Linux
-        try:
-            db = open_db()
-        except BaseException as exc:  # handed to the caller's thread
-            box.append(exc)
-            return
-        with contextlib.suppress(plyvel.Error):  # only the thread's priority would be lost
-            db.compact_range(start=b"\x00", stop=b"\x00")
-        box.append(db)
-
-    worker = threading.Thread(target=opener, name="leveldb-open")
-    worker.start()
-    worker.join()
-    if isinstance(box[0], BaseException):
-        raise box[0]
-    return box[0]
 
 
 def _reason(exc: BaseException) -> str:

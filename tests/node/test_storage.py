@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import subprocess
@@ -477,44 +476,3 @@ def test_compression_is_a_choice_and_either_reads_the_other(tmp_path: Path) -> N
         assert store.latest_height == 4 and store.block(4) == make_block(4)[1]
     with pytest.raises(ValueError, match="compression 'lz4'"):
         kv.LevelDBBackend(tmp_path / "other", compression="lz4")
-
-
-_THREAD_NICES = """
-import json, os, sys, threading
-from pathlib import Path
-from node.storage.blockstore import BlockStore
-
-with BlockStore.open(Path(sys.argv[1]), "chain", background_nice=int(sys.argv[2])) as store:
-    store.put_private(b"ns", b"key", b"value" * 1000)
-    store._backend._db.compact_range()  # a flush and a compaction on the background thread
-    python = {t.native_id for t in threading.enumerate()}
-    nices = {"python": [], "native": []}
-    for tid in os.listdir("/proc/self/task"):
-        stat = Path(f"/proc/self/task/{tid}/stat").read_text()
-        nice = int(stat[stat.rindex(")") + 2 :].split()[16])
-        nices["python" if int(tid) in python else "native"].append(nice)
-    assert store.get_private(b"ns", b"key") == b"value" * 1000
-print(json.dumps(nices))
-"""
-
-
-@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="per-thread nice is Linux's")
-@pytest.mark.parametrize("nice", [0, 7])
-def test_leveldb_background_thread_runs_at_the_configured_nice(tmp_path: Path, nice: int) -> None:
-    """Flushes and compactions run on LevelDB's own thread at ``background_nice``; the node's
-    threads keep their priority. A fresh process: LevelDB starts that thread once per process."""
-    out = subprocess.run(
-        [sys.executable, "-c", _THREAD_NICES, str(tmp_path / "data"), str(nice)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    nices = json.loads(out.stdout)
-    assert nices["python"] == [0]  # the main thread; the opener thread is gone
-    assert nices["native"] == [nice]  # LevelDB's background thread
-
-
-def test_background_nice_out_of_range_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="background_nice 20 is not in 0..19"):
-        kv.LevelDBBackend(tmp_path / "db", background_nice=20)

@@ -119,7 +119,6 @@ def test_relative_paths_resolve_against_home(tmp_path: Path) -> None:
         ("moniker = 1979-05-27", "moniker: expected string, got date/time"),
         ('[logging]\nlevel = "verbose"', "logging.level: expected one of debug, info, warning"),
         ('[storage]\ncompression = "zstd"', "storage.compression: expected one of none, snappy"),
-        ("[storage]\nbackground_nice = 20", "storage.background_nice"),
         # out of range
         ("[p2p]\nmax_frame_bytes = 2097152", "p2p.max_frame_bytes: 2097152 is out of range"),
         ("[p2p]\nmax_frame_bytes = 2097152", "(16384..1048576)"),
