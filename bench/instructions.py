@@ -25,7 +25,7 @@ count per item. The operations are the ones every node runs for every transactio
   locks and buffers of Yamux and Noise, encryption and the system calls. It is what every
   consensus message costs on top of the replica's own work;
 - ``http_round_trip``: a lender's request of a signed query's size POSTed over a kept-alive
-  HTTP/1.1 connection to hypercorn (as the node serves its API, with its patch) and an answer
+  HTTP/1.1 connection to the node's HTTP server (``node.http_server``) and an answer
   the size of a mode-1 report, sent as the API sends it: both ends' work -- the load
   generator's client and the server's HTTP layer, without the application's.
 
@@ -51,8 +51,6 @@ from typing import Any
 
 import multiaddr
 import trio
-from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve
 from libp2p.abc import IHost, INetStream
 from libp2p.custom_types import TProtocol
 from libp2p.io.utils import read_exactly
@@ -61,7 +59,7 @@ from libp2p.peer.peerinfo import PeerInfo
 from bench.load import HttpPool
 from bench.results_io import RESULTS_DIR, write_result
 from node import (
-    api,  # noqa: F401 - its patch of hypercorn, installed as the node has it
+    http_server,
     network,  # builds hosts as nodes do, with its patches of libp2p installed
 )
 from protocol.block import Block
@@ -256,11 +254,6 @@ HTTP_ANSWER = json.dumps({"mode": 1, "sealed_report": "ab" * 700, "audit_tx": "c
 async def _answer(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """An ASGI application answering every request with HTTP_ANSWER, as the node's API sends
     its JSON answers (head, then body)."""
-    if scope["type"] == "lifespan":
-        while (await receive())["type"] != "lifespan.shutdown":
-            await send({"type": "lifespan.startup.complete"})
-        await send({"type": "lifespan.shutdown.complete"})
-        return
     while (await receive()).get("more_body"):
         pass
     head = [(b"content-length", str(len(HTTP_ANSWER)).encode())]
@@ -269,20 +262,16 @@ async def _answer(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 class _HttpPair(_InLoop):
-    """hypercorn (configured and patched as the node's API) serving :func:`_answer` on
-    127.0.0.1, and the load generator's keep-alive client; each call makes ITEMS requests."""
+    """The node's HTTP server serving :func:`_answer` on 127.0.0.1, and the load generator's
+    keep-alive client; each call makes ITEMS requests."""
 
     _port = 0
     _pool: HttpPool | None = None
 
     @asynccontextmanager
     async def _opened(self) -> AsyncIterator[None]:
-        config = HypercornConfig()
-        config.bind = ["127.0.0.1:0"]
-        config.accesslog = None
         async with trio.open_nursery() as nursery:
-            binds = await nursery.start(serve, _answer, config)
-            self._port = int(binds[0].rsplit(":", 1)[1])
+            self._port = await nursery.start(http_server.serve, _answer, "127.0.0.1", 0)
             self._pool = HttpPool()
             yield
             await self._pool.aclose()

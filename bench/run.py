@@ -122,7 +122,7 @@ PACKAGES = (
     "plyvel",
     "prometheus-client",
     "fastapi",
-    "hypercorn",
+    "h11",
 )
 RESULTS_FORMAT = """\
 {"benchmark": NAME, "time": UTC, "machine": {"cpu_model", "cpus", "memory_gb", "python",

@@ -1,4 +1,4 @@
-"""The HTTP/JSON API: FastAPI, served by hypercorn's trio worker in the node's own trio loop.
+"""The HTTP/JSON API: FastAPI, served by :mod:`node.http_server` in the node's own trio loop.
 
 Every error is ``{"error": "<code>", "detail": "<what is wrong>"}`` with a 4xx status for the
 caller's mistakes (400 malformed input, 404 unknown, 413 body too large, 422 refused by a rule)
@@ -8,6 +8,7 @@ with a size limit before any parsing; binary values travel as lowercase hex.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import json
 import logging
@@ -19,13 +20,11 @@ import trio
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from node import http_gate, http_keepalive, http_writes
+from node import http_gate, http_server
 from node.mempool import Admission
 from node.queries import QueryRefused, answer_query
 from node.records import load_records
@@ -47,14 +46,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("creditnet.api")
 
-# hypercorn writes a response head and its body apart: two sends here, two wake-ups at the client.
-http_writes.install()
-# hypercorn starts and cancels a keep-alive task around every request: one timer instead.
-http_keepalive.install()
-# a surge of requests would crowd consensus out of the event loop: hold input while it lags.
-http_gate.install()
-
 MAX_TXS_PER_REQUEST = 5000
+KEEP_ALIVE_S = 30.0
+"""An idle client connection is closed after this long."""
+MAX_HEAD_BYTES = 64 * 1024
+"""Largest request line and headers; a larger head is refused (431)."""
 LONG_ROUTES = frozenset({"records", "queries", "clients", "subjects"})
 """POST routes that wait for a commit: their time limit is api.wait_commit_timeout_ms."""
 
@@ -633,14 +629,8 @@ def _kind(tx: bytes) -> str:
 async def serve_api(
     node: Node, host: str, port: int, *, task_status: TaskStatus[int] = trio.TASK_STATUS_IGNORED
 ) -> None:
-    """Serve the API on ``host:port`` until cancelled; reports the bound port."""
-    hc = HypercornConfig()
-    hc.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
-    hc.accesslog = None
-    hc.errorlog = logging.getLogger("creditnet.api.server")
-    hc.graceful_timeout = 1.0
-    hc.keep_alive_timeout = 30
-    hc.h11_max_incomplete_size = 64 * 1024
+    """Serve the API on ``host:port`` until cancelled; reports the bound port. While the event
+    loop lags, the server holds its input (``api.hold_input_lag_ms``, see node.http_gate)."""
     app = build_asgi(node)
     hold_ms = node.config.api.hold_input_lag_ms
     gate = None
@@ -650,15 +640,19 @@ async def serve_api(
             release_below_s=hold_ms / 3000,
             on_hold=node.metrics.api_input_holds.inc,
         )
-        setattr(hc, http_gate.CONFIG_ATTRIBUTE, gate)
         node.metrics.event_loop_lag.set_function(lambda: gate.lag_s)
-
-    async def started(*, task_status: TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
-        await serve(app, hc, task_status=task_status)  # type: ignore[arg-type]
-
     async with trio.open_nursery() as nursery:
         if gate is not None:
             await nursery.start(gate.run)
-        binds = await nursery.start(started)
-        bound = int(binds[0].rsplit(":", 1)[1]) if binds else port
+        bound = await nursery.start(
+            functools.partial(
+                http_server.serve,
+                app,
+                host,
+                port,
+                keep_alive_s=KEEP_ALIVE_S,
+                max_head_bytes=MAX_HEAD_BYTES,
+                gate=gate,
+            )
+        )
         task_status.started(bound)

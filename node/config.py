@@ -344,7 +344,7 @@ class StorageConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class APIConfig:
-    """The HTTP/JSON API (FastAPI on hypercorn)."""
+    """The HTTP/JSON API (FastAPI, served by the node's own HTTP/1.1 server)."""
 
     listen: str = "127.0.0.1:26611"
     max_body_bytes: Annotated[int, Range(1 * KiB, 64 * MiB)] = 4 * MiB

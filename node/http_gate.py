@@ -3,8 +3,8 @@ in the kernel's socket buffers instead of crowding consensus out of the loop it 
 
 The replica, the peer network and the HTTP server run as tasks of one trio loop, which runs every
 ready task once per turn. Each step of a consensus round (a frame read, the driver, a write) waits
-for a turn; so does each step of every HTTP request, and a request costs the node ~1-2 ms of CPU
-in hypercorn and h11 whether it is answered or refused. Offered more requests than it can serve,
+for a turn; so does each step of every HTTP request, and a request cost the node ~1-2 ms of CPU
+in its HTTP server (hypercorn then) whether it was answered or refused. Offered more requests than it can serve,
 the loop's turns grew long, a block took seconds, and views changed one after another (a 4-node
 cluster offered 700 queries/s answered 120-220 of them a second). Refusing the excess (503) does
 not help: refusing costs about as much as parsing.
@@ -14,30 +14,16 @@ not help: refusing costs about as much as parsing.
 ``release_below_s``. While the gate is closed, the bytes a connection reads are not parsed, and it
 reads no more: requests already parsed are served, new ones wait (the rest in the socket, where
 TCP flow control pushes back on the client) and are handled, in turn, once the loop has caught
-up. :func:`install` adds the gate to hypercorn's connection read loop (a server whose
-``Config`` carries no gate is not held); it refuses a hypercorn whose read loop no longer reads
-as the one it replaces.
+up. The node's HTTP server (:mod:`node.http_server`) waits for the gate before parsing.
 """
 
 from __future__ import annotations
 
-import hashlib
-import inspect
 from collections.abc import Callable
-from math import inf
-from typing import Any
 
 import trio
-from hypercorn.events import Closed, RawData
-from hypercorn.trio.tcp_server import MAX_RECV, TCPServer
 
 from node.tasks import TaskStatus
-
-_READ_DATA_SOURCE_SHA256 = "7ca747d922c65cf1fb6bd7ceabe82b0b51bb9de218ce159d7b7e093ec279f728"
-"""SHA-256 of the source of hypercorn 0.18.0's ``TCPServer._read_data``, which
-:func:`_read_data` repeats with the gate added."""
-CONFIG_ATTRIBUTE = "creditnet_gate"
-"""The attribute of a hypercorn ``Config`` that carries the gate of the server it configures."""
 
 
 class LoopLag:
@@ -91,41 +77,3 @@ class LoopLag:
             asked = trio.current_time() + self.period_s
             await trio.sleep_until(asked)
             self.observe(max(0.0, trio.current_time() - asked))
-
-
-async def _read_data(self: Any) -> None:
-    """hypercorn 0.18.0's ``TCPServer._read_data``, waiting for the gate before handling what
-    each read brought."""
-    gate: LoopLag | None = getattr(self.config, CONFIG_ATTRIBUTE, None)
-    while True:
-        try:
-            with trio.fail_after(self.config.read_timeout or inf):
-                data = await self.stream.receive_some(MAX_RECV)
-        except (
-            trio.ClosedResourceError,
-            trio.BrokenResourceError,
-            trio.TooSlowError,
-        ):
-            break
-        else:
-            if gate is not None and data:
-                # Held here, read but not parsed: a read already waiting when the gate closed
-                # is held too. The next read waits for this one, so the rest stays in the socket.
-                await gate.wait_open()
-            await self.protocol.handle(RawData(bytes(data)))
-            if data == b"":
-                break
-    await self.protocol.handle(Closed())
-
-
-def install() -> None:
-    """Read every HTTP connection through :func:`_read_data` from now on (idempotent)."""
-    if TCPServer._read_data is _read_data:
-        return
-    digest = hashlib.sha256(inspect.getsource(TCPServer._read_data).encode()).hexdigest()
-    if digest != _READ_DATA_SOURCE_SHA256:
-        raise RuntimeError(
-            "hypercorn's TCPServer no longer reads a connection as node.http_gate expects "
-            f"(source sha256 {digest[:16]}…): it was written for hypercorn 0.18.0"
-        )
-    TCPServer._read_data = _read_data  # type: ignore[method-assign]

@@ -57,5 +57,5 @@ def setup_logging(level: str, fmt: str, *, moniker: str = "") -> None:
     # Dial failures to a peer that is down are ours to report (with back-off), not per attempt.
     for name in QUIET_LIBP2P:
         logging.getLogger(name).setLevel(logging.CRITICAL)
-    for noisy in ("hypercorn.error", "hypercorn.access", "multiaddr", "asyncio"):
+    for noisy in ("multiaddr", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

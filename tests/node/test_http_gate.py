@@ -1,6 +1,6 @@
-"""The API's input gate: the loop-lag hysteresis, and a hypercorn connection that reads no new
-request while the gate is closed but finishes the ones it has read (``node.http_gate``, over real
-127.0.0.1 connections)."""
+"""The API's input gate: the loop-lag hysteresis, and a connection of the node's HTTP server that
+reads no new request while the gate is closed but finishes the ones it has read
+(``node.http_gate``, over real 127.0.0.1 connections)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,9 @@ import h11
 import pytest
 import trio
 import trio.testing
-from hypercorn.trio.tcp_server import TCPServer
 
-from node import http_gate
-from node.http_gate import CONFIG_ATTRIBUTE, LoopLag
-from tests.node.hypercorn_serving import Client, served
-
-http_gate.install()
+from node.http_gate import LoopLag
+from tests.node.http_serving import Client, served
 
 
 def test_the_gate_closes_above_its_hold_lag_and_opens_only_below_its_release_lag() -> None:
@@ -78,7 +74,7 @@ async def test_a_closed_gate_holds_new_requests_unread_and_lets_read_ones_finish
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"ok:" + body})
 
-    async with served(app, config_extra={CONFIG_ATTRIBUTE: gate}) as port:
+    async with served(app, gate=gate) as port:
         client = await Client.connect(port)
         await client.send_request(body=b"slow")  # read, then held by the app
         await trio.testing.wait_all_tasks_blocked()
@@ -111,18 +107,3 @@ async def test_a_server_without_a_gate_is_never_held() -> None:
             events = await client.request()
         assert isinstance(events[0], h11.Response) and events[0].status_code == 200
         await client.stream.aclose()
-
-
-def test_install_is_idempotent_and_refuses_another_read_loop(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-
-    http_gate.install()
-    assert TCPServer._read_data is http_gate._read_data
-
-    async def other(self: Any) -> None:
-        return None
-
-    monkeypatch.setattr(TCPServer, "_read_data", other)
-    with pytest.raises(RuntimeError, match="no longer reads a connection"):
-        http_gate.install()

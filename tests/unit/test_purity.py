@@ -9,7 +9,7 @@ from pathlib import Path
 
 import protocol
 
-FORBIDDEN = ("trio", "libp2p", "plyvel", "prometheus_client", "fastapi", "hypercorn", "node")
+FORBIDDEN = ("trio", "libp2p", "plyvel", "prometheus_client", "fastapi", "h11", "node")
 PROTOCOL_DIR = Path(protocol.__file__).parent
 
 

@@ -1,18 +1,18 @@
-"""hypercorn serving a test's ASGI application on 127.0.0.1, and an HTTP/1.1 client for it: what
-the tests of the node's corrections of hypercorn (``node.http_writes``, ``node.http_keepalive``,
-``node.http_gate``) share."""
+"""The node's HTTP server (``node.http_server``) serving a test's ASGI application on 127.0.0.1,
+and an HTTP/1.1 client for it: what the tests of the server and of its input gate share."""
 
 from __future__ import annotations
 
-import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import h11
 import trio
-from hypercorn.config import Config
-from hypercorn.trio import serve
+
+from node import http_server
+from node.http_gate import LoopLag
 
 App = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 
@@ -22,33 +22,23 @@ async def served(
     app: App,
     *,
     keep_alive_s: float = 5.0,
-    shutdown: trio.Event | None = None,
-    config_extra: dict[str, Any] | None = None,
+    max_head_bytes: int = 64 * 1024,
+    gate: LoopLag | None = None,
 ) -> AsyncIterator[int]:
-    """hypercorn serving ``app`` on 127.0.0.1 (the port) until ``shutdown`` is set or the block
-    ends; the application's lifespan is answered here. ``config_extra``: attributes set on the
-    server's ``Config``."""
-
-    async def with_lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
-        else:
-            await app(scope, receive, send)
-
-    config = Config()
-    config.bind = ["127.0.0.1:0"]
-    config.accesslog = None
-    config.keep_alive_timeout = keep_alive_s
-    config.graceful_timeout = 60
-    for name, value in (config_extra or {}).items():
-        setattr(config, name, value)
-    trigger = (trio.Event() if shutdown is None else shutdown).wait
+    """The server serving ``app`` on 127.0.0.1 (the port) until the block ends."""
     async with trio.open_nursery() as nursery:
-        run = functools.partial(serve, with_lifespan, config, shutdown_trigger=trigger)  # type: ignore[arg-type]
-        binds = await nursery.start(run)
-        yield int(binds[0].rsplit(":", 1)[1])
+        port = await nursery.start(
+            partial(
+                http_server.serve,
+                app,
+                "127.0.0.1",
+                0,
+                keep_alive_s=keep_alive_s,
+                max_head_bytes=max_head_bytes,
+                gate=gate,
+            )
+        )
+        yield port
         nursery.cancel_scope.cancel()
 
 
