@@ -4,10 +4,10 @@ in the kernel's socket buffers instead of crowding consensus out of the loop it 
 The replica, the peer network and the HTTP server run as tasks of one trio loop, which runs every
 ready task once per turn. Each step of a consensus round (a frame read, the driver, a write) waits
 for a turn; so does each step of every HTTP request, and a request cost the node ~1-2 ms of CPU
-in its HTTP server (hypercorn then) whether it was answered or refused. Offered more requests than it can serve,
-the loop's turns grew long, a block took seconds, and views changed one after another (a 4-node
-cluster offered 700 queries/s answered 120-220 of them a second). Refusing the excess (503) does
-not help: refusing costs about as much as parsing.
+in its HTTP server (hypercorn then) whether it was answered or refused. Offered more requests
+than it can serve, the loop's turns grew long, a block took seconds, and views changed one after
+another (a 4-node cluster offered 700 queries/s answered 120-220 of them a second). Refusing the
+excess (503) does not help: refusing costs about as much as parsing.
 
 :class:`LoopLag` measures the loop's lag -- how late a task that sleeps for a short period wakes
 -- and closes the gate when it exceeds ``hold_above_s``; it opens again once the lag is below

@@ -16,7 +16,7 @@ What it does, and what the node relies on:
 
 - keep-alive: a connection waits ``keep_alive_s`` for its next request (and for the head of a
   request it has begun), then is closed; a request in progress is never cut by that timer --
-  the application bounds its own time (``node.api``'s limits);
+  the application bounds its own time (``node.api``'s limits) -- nor is one held at the gate;
 - input held while the event loop lags (``gate``, :class:`node.http_gate.LoopLag`): bytes a
   connection read are not parsed, and it reads no more, until the gate opens; requests already
   parsed are served;
@@ -26,13 +26,16 @@ What it does, and what the node relies on:
 - a request body reaches the application chunk by chunk as the client sends it (``more_body``),
   so the application's size limit applies however it is sent (Content-Length or chunked); an
   answer given before the body was read leaves the connection open if the rest of the body
-  (at most ``DRAIN_MAX_BYTES``) has already arrived, closed otherwise;
+  (at most ``DRAIN_MAX_BYTES``) came with the request's head, in the same read; closed otherwise;
+- a client that leaves in the middle of its body, or breaks its framing, is an ``http.disconnect``
+  to the application; one that takes no bytes of an answer for ``keep_alive_s`` is dropped;
 - ``Expect: 100-continue`` is answered when the application first reads the body;
 - HTTP/1.0 and ``Connection: close`` close the connection after the answer; pipelined requests
   are answered in order;
-- an exception of the application is logged; a request not yet answered gets a 500 and the
-  connection is closed. No exception of a connection reaches the listener (one bad connection
-  cannot stop the server).
+- an exception of the application is logged; a request none of whose answer was written gets a
+  500, and the connection is closed. No exception of a connection reaches the listener (one bad
+  connection cannot stop the server, nor the node whose loop it shares);
+- a HEAD request is answered with the headers of the GET and no body.
 
 Cancelling :func:`serve` stops everything at once, as the node does when it stops.
 """
@@ -41,6 +44,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from email.utils import formatdate
@@ -85,16 +89,23 @@ class _Connection:
     """One client connection: its h11 state machine and socket, and the exchange in progress."""
 
     def __init__(
-        self, stream: trio.SocketStream, *, max_head_bytes: int, gate: LoopLag | None
+        self,
+        stream: trio.SocketStream,
+        *,
+        max_head_bytes: int,
+        gate: LoopLag | None,
+        write_timeout_s: float,
     ) -> None:
         self.stream = stream
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=max_head_bytes)
         self.gate = gate
+        self.write_timeout_s = write_timeout_s
         self.pending: Any = None
         """An event read ahead of the application (the end of a body, seen with its data)."""
 
-    async def next_event(self) -> Any:
-        """The next h11 event, reading (and waiting for the gate) as needed."""
+    async def next_event(self, read_deadline: float = math.inf) -> Any:
+        """The next h11 event, reading (and waiting for the gate) as needed; None if nothing
+        more arrives by ``read_deadline`` (the gate's wait does not count against it)."""
         if self.pending is not None:
             event, self.pending = self.pending, None
             return event
@@ -103,10 +114,14 @@ class _Connection:
             event = conn.next_event()
             if event is not h11.NEED_DATA:
                 return event
+            data = None
             try:
-                data = await self.stream.receive_some(MAX_RECV)
+                with trio.move_on_at(read_deadline):
+                    data = await self.stream.receive_some(MAX_RECV)
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 raise _Closed from exc
+            if data is None:
+                return None
             if data and self.gate is not None:
                 # Held here, read but not parsed; the next read waits for this one, so the rest
                 # stays in the socket, where TCP flow control pushes back on the client.
@@ -114,10 +129,14 @@ class _Connection:
             conn.receive_data(data)  # b"": the peer closed
 
     async def send(self, data: bytes) -> None:
+        """Write ``data``; a client that takes none of it for ``write_timeout_s`` is gone."""
         try:
-            await self.stream.send_all(data)
+            with trio.move_on_after(self.write_timeout_s) as timer:
+                await self.stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise _Closed from exc
+        if timer.cancelled_caught:
+            raise _Closed
 
     async def refuse(self, status: int, code: str, detail: str) -> None:
         """A JSON error answer that closes the connection, if h11 still allows an answer."""
@@ -131,18 +150,20 @@ class _Connection:
         try:
             data = self.conn.send(h11.Response(status_code=status, headers=headers))
             data += self.conn.send(h11.Data(data=body)) + self.conn.send(h11.EndOfMessage())
-        except h11.LocalProtocolError:
-            return
-        await self.send(data)
+            await self.send(data)
+        except (h11.LocalProtocolError, _Closed):
+            pass  # the connection is closed next either way
 
 
 class _Exchange:
     """One request's ASGI ``receive`` and ``send``."""
 
-    __slots__ = ("body_done", "c", "done", "finished", "head", "started")
+    __slots__ = ("bodiless", "body_done", "c", "done", "finished", "head", "started")
 
-    def __init__(self, connection: _Connection) -> None:
+    def __init__(self, connection: _Connection, method: bytes) -> None:
         self.c = connection
+        self.bodiless = method == b"HEAD"
+        """An answer to HEAD has the headers of one to GET and no body (h11 frames it so)."""
         self.head: dict[str, Any] | None = None
         """``http.response.start``, held until the body so that both leave in one write."""
         self.started = False
@@ -159,9 +180,12 @@ class _Exchange:
                 await self.done.wait()
             return {"type": "http.disconnect"}
         c = self.c
-        if c.conn.client_is_waiting_for_100_continue and not self.started:
-            await c.send(c.conn.send(h11.InformationalResponse(status_code=100, headers=[])))
-        event = await c.next_event()
+        try:
+            if c.conn.client_is_waiting_for_100_continue and not self.started:
+                await c.send(c.conn.send(h11.InformationalResponse(status_code=100, headers=[])))
+            event = await c.next_event()
+        except (_Closed, h11.RemoteProtocolError):
+            event = None  # the client left, or broke its body: as the ASGI spec says, a disconnect
         kind = type(event)
         if kind is h11.Data:
             # The end of the body often arrives with it: say so now rather than in a message
@@ -176,7 +200,9 @@ class _Exchange:
         if kind is h11.EndOfMessage:
             self.body_done = True
             return {"type": "http.request", "body": b"", "more_body": False}
-        raise _Closed  # ConnectionClosed in the middle of the body
+        self.body_done = True  # closed in the middle of the body: nothing more will come
+        self.finished = True  # and no answer can reach the client
+        return {"type": "http.disconnect"}
 
     async def send(self, message: dict[str, Any]) -> None:
         kind = message["type"]
@@ -198,7 +224,7 @@ class _Exchange:
             headers = [*head.get("headers", ()), (b"date", _Date.now())]
             data = conn.send(h11.Response(status_code=head["status"], headers=headers))
         body = message.get("body", b"")
-        if body:
+        if body and not self.bodiless:
             data += conn.send(h11.Data(data=body))
         if not message.get("more_body", False):
             data += conn.send(h11.EndOfMessage())
@@ -237,7 +263,9 @@ def _head_size(request: h11.Request) -> int:
 
 async def _drain(c: _Connection) -> bool:
     """Read off the rest of a request body the application did not read; False unless all of
-    it has already arrived, within DRAIN_MAX_BYTES (the connection is then closed)."""
+    it, within DRAIN_MAX_BYTES, came in the read that brought the head (trio checks for
+    cancellation before reading the socket, so nothing more is read here); the connection is
+    then closed."""
     read = 0
     with trio.move_on_after(0):  # only what has already arrived
         while read <= DRAIN_MAX_BYTES:
@@ -260,14 +288,12 @@ async def serve_connection(
 ) -> None:
     """Serve one connection until the client closes it, it idles ``keep_alive_s``, it cannot be
     kept (HTTP/1.0, ``Connection: close``, an error), or the task is cancelled."""
-    c = _Connection(stream, max_head_bytes=max_head_bytes, gate=gate)
+    c = _Connection(stream, max_head_bytes=max_head_bytes, gate=gate, write_timeout_s=keep_alive_s)
     try:
         sock = stream.socket
         client, server = tuple(sock.getpeername()[:2]), tuple(sock.getsockname()[:2])
         while True:
-            event = None
-            with trio.move_on_after(keep_alive_s):
-                event = await c.next_event()
+            event = await c.next_event(read_deadline=trio.current_time() + keep_alive_s)
             if type(event) is not h11.Request:
                 return  # idle past the keep-alive time (None), or closed by the client
             if _head_size(event) > max_head_bytes:
@@ -275,18 +301,18 @@ async def serve_connection(
                 detail = f"request head above {max_head_bytes} bytes"
                 await c.refuse(431, "header_too_large", detail)
                 return
-            ex = _Exchange(c)
+            ex = _Exchange(c, event.method)
             try:
                 await app(_scope(event, client, server), ex.receive, ex.send)
             except (_Closed, h11.RemoteProtocolError):
                 raise
             except Exception:
                 log.exception("%s %s failed", event.method.decode(), event.target.decode())
-                if not ex.started:
+                if c.conn.our_state is h11.SEND_RESPONSE:  # nothing written yet
                     await c.refuse(500, "internal", "internal error")
                 return
             if not ex.finished:
-                if not ex.started:
+                if c.conn.our_state is h11.SEND_RESPONSE:
                     log.error("%s %s: no answer", event.method.decode(), event.target.decode())
                     await c.refuse(500, "internal", "internal error")
                 return

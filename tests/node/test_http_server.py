@@ -5,6 +5,8 @@ malformed input, and a failing application that costs its connection only."""
 from __future__ import annotations
 
 import json
+import socket
+import struct
 from typing import Any
 
 import h11
@@ -13,6 +15,7 @@ import trio
 import trio.testing
 
 from node import http_server
+from node.http_gate import LoopLag
 from tests.node.http_serving import Client, served
 
 KEEP_ALIVE_S = 5.0
@@ -257,3 +260,90 @@ def test_the_asgi_scope_names_the_request() -> None:
     assert scope["query_string"] == b"x=1"
     assert scope["headers"] == [(b"host", b"t")]
     assert scope["http_version"] == "1.1" and scope["method"] == "GET"
+
+
+async def test_a_client_that_breaks_off_after_garbage_cannot_stop_the_server() -> None:
+    """The refusal of a malformed request meets a closed socket: the server goes on (that error
+    once escaped to the listener, and with it the node's loop)."""
+    async with served(echo) as port:
+        for _ in range(3):
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            await stream.send_all(b"GET / HTTP/1.1\r\nhost: t\r\n\r\nGARBAGE\r\n\r\n")
+            stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            await stream.aclose()  # a reset: the answers cannot be written
+        with trio.fail_after(DEADLINE_S):
+            out = await raw_exchange(port, b"GET /still-here HTTP/1.0\r\n\r\n")
+    assert out.endswith(b"GET /still-here? ")
+
+
+async def test_head_is_answered_with_the_headers_of_get_and_no_body() -> None:
+    async with served(echo) as port:
+        out = await raw_exchange(
+            port,
+            b"HEAD /h HTTP/1.1\r\nhost: t\r\n\r\nGET /after HTTP/1.1\r\nhost: t\r\n"
+            b"connection: close\r\n\r\n",
+        )
+    head, after = out.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 200 ") and b"content-length: 9" in head.lower()
+    assert after.startswith(b"HTTP/1.1 200 ") and after.endswith(b"GET /after? ")
+
+
+async def test_a_client_leaving_mid_body_is_a_disconnect_to_the_application() -> None:
+    messages: list[dict[str, Any]] = []
+    done = trio.Event()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] == "http.disconnect" or not message.get("more_body"):
+                break
+        done.set()
+        await send({"type": "http.response.start", "status": 400, "headers": []})
+        await send({"type": "http.response.body", "body": b"gone"})
+
+    async with served(app) as port:
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        await stream.send_all(b"POST / HTTP/1.1\r\nhost: t\r\ncontent-length: 100\r\n\r\nabc")
+        await stream.aclose()
+        with trio.fail_after(DEADLINE_S):
+            await done.wait()
+    assert messages[0] == {"type": "http.request", "body": b"abc", "more_body": True}
+    assert messages[-1] == {"type": "http.disconnect"}
+
+
+async def test_a_request_held_at_the_gate_past_the_keep_alive_time_is_still_answered(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    gate = LoopLag(hold_above_s=0.15, release_below_s=0.05)
+    with trio.fail_after(DEADLINE_S):
+        async with served(echo, keep_alive_s=KEEP_ALIVE_S, gate=gate) as port:
+            client = await Client.connect(port)
+            gate.observe(1.0)  # the loop lags: hold input
+            await client.send_request(body=b"held")
+            await trio.sleep(3 * KEEP_ALIVE_S)
+            gate.observe(0.0)
+            assert await client.read_body() == b"POST /v1/queries? held"
+
+
+async def test_an_answer_the_client_does_not_take_is_dropped_after_the_keep_alive_time(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    big = b"x" * (8 << 20)  # more than the socket buffers hold
+    finished = trio.Event()
+
+    async def flood(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": big})
+        finally:
+            finished.set()
+
+    with trio.fail_after(DEADLINE_S):
+        async with served(flood, keep_alive_s=KEEP_ALIVE_S) as port:
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            await stream.send_all(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n")  # and never read
+            begun = trio.current_time()
+            await finished.wait()
+            assert KEEP_ALIVE_S - 0.1 <= trio.current_time() - begun <= KEEP_ALIVE_S + 1
+            await stream.aclose()
