@@ -6,7 +6,7 @@ and on a loaded node the server's share of it was a third of the main thread. hy
 (patched by the node to write each answer at once and to keep one keep-alive timer per
 connection) took ~1.35 million instructions per request of a query's size answered with a
 report's; this server takes ~0.7 million (callgrind; both ends of the round trip, the load
-generator's client included: 1.55 -> 0.91 million, ``python -m bench.instructions --only
+generator's client included: 1.55 -> 0.98 million, ``python -m bench.instructions --only
 http_round_trip``). The difference is structure, not parsing -- h11 parses and serializes for
 both: here a connection is one task that parses a request, runs the application in that task
 (no task, stream object or event queue per request), and writes the head and body of an answer
