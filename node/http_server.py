@@ -298,9 +298,7 @@ async def serve_connection(
                 return  # idle past the keep-alive time (None), or closed by the client
             if _head_size(event) > max_head_bytes:
                 # h11 bounds only a head still incomplete; one read can bring a whole larger one.
-                detail = f"request head above {max_head_bytes} bytes"
-                await c.refuse(431, "header_too_large", detail)
-                return
+                raise h11.RemoteProtocolError("request head too large", error_status_hint=431)
             ex = _Exchange(c, event.method)
             try:
                 await app(_scope(event, client, server), ex.receive, ex.send)
