@@ -27,8 +27,9 @@ from node.metrics import NodeMetrics
 from node.storage import BlockStore
 from protocol.block import Block, CommitCertificate
 from protocol.codec import encode
-from protocol.contract import codes
+from protocol.contract import codes, views
 from protocol.contract.rules import BlockOutcome, TxOutcome, execute_block
+from protocol.contract.state import TxResult
 from protocol.genesis import Genesis
 
 log = logging.getLogger("creditnet.chain")
@@ -158,6 +159,16 @@ class Executor:
             return None
         height, index, ok, code, detail = kept
         return height, index, TxOutcome(tx_hash, ok, code, detail)
+
+    def result(self, tx_hash: bytes) -> TxResult | None:
+        """The ledger result of committed tx ``tx_hash`` (None: not committed): from memory for
+        the recent blocks -- the commit waiters' case, no store read on the main thread --, else
+        from the store."""
+        kept = self._recent.get(tx_hash)
+        if kept is None:
+            return views.tx_result(StoredState(self.store), tx_hash)
+        height, index, ok, code, detail = kept
+        return TxResult(ok=ok, code=code, detail=detail, height=height, index=index)
 
     def is_committed(self, tx_hash: bytes) -> bool:
         return tx_hash in self._recent or self.store.tx_location(tx_hash) is not None

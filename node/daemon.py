@@ -36,7 +36,6 @@ from protocol.codec import decode, encode
 from protocol.consensus.config import ReplicaConfig
 from protocol.consensus.events import RestoredState
 from protocol.consensus.replica import Replica
-from protocol.contract import views
 from protocol.contract.state import TxResult
 from protocol.crypto import Identity, peer_id
 from protocol.genesis import Genesis, loads_genesis
@@ -280,10 +279,7 @@ class Node:
         ]
         admissions = await self.submit([encode(tx) for tx in built], built)
         await self.executor.wait_committed([a.tx_hash for a in admissions if a.ok])
-        return [
-            OwnTx(a, views.tx_result(self.store_state, a.tx_hash) if a.ok else None)
-            for a in admissions
-        ]
+        return [OwnTx(a, self.executor.result(a.tx_hash) if a.ok else None) for a in admissions]
 
     async def _admit_peer_txs(self) -> None:
         """Admit the transactions peers send, batch after batch (see _on_peer_txs)."""

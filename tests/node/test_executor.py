@@ -1,19 +1,22 @@
 """The executor on a real store: a replayed copy of a transaction (refused by the ledger as a
-duplicate) leaves its location where it first committed, in memory and in the store alike."""
+duplicate) leaves its location where it first committed, in memory and in the store alike; a
+committed transaction's ledger result is the same from memory and from the store."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import trio
 
-from node.chain import CommittedWork, Executor
+import node.chain
+from node.chain import CommittedWork, Executor, StoredState
 from node.mempool import Mempool
 from node.metrics import NodeMetrics
 from node.storage import BlockStore
 from protocol.block import Block, CommitCertificate
 from protocol.codec import encode
-from protocol.contract import codes
+from protocol.contract import codes, views
 from protocol.crypto import h256
 from protocol.transactions import CommitmentEntry, RecordCommitment
 from tests.unit.test_contract_harness import AGENCIES, CHAIN, GENESIS, Ledger
@@ -53,5 +56,50 @@ async def test_a_replayed_copy_keeps_the_first_location_in_memory_and_in_the_sto
         assert recent is not None and recent[:2] == (1, 1) and recent[2].ok
         assert store.tx_location(h) == (1, 1)  # not (2, 0), where the duplicate was refused
         assert metrics.txs_failed.labels(codes.DUPLICATE)._value.get() == 1
+        stored = views.tx_result(StoredState(store), h)
+        assert stored is not None and (stored.height, stored.index, stored.ok) == (1, 1, True)
+        assert executor.result(h) == stored  # from memory: the first result, as stored
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("kept", [1_000, 1])
+async def test_a_committed_result_is_the_same_from_memory_and_from_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kept: int
+) -> None:
+    """``kept`` = 1: the first block's outcomes have left memory by the second block, and
+    ``result`` reads them from the store instead."""
+    monkeypatch.setattr(node.chain, "RECENT_OUTCOMES", kept)
+    store = BlockStore.open(tmp_path / "data", CHAIN)
+    metrics = NodeMetrics(process=False)
+    mempool = Mempool(
+        CHAIN, max_txs=100, max_bytes=1 << 20, metrics=metrics, is_committed=lambda h: False
+    )
+    executor = Executor(store, GENESIS, mempool, metrics, lambda height, app_hash: None)
+    ledger = Ledger()
+    ok = ledger.tx(AGENCIES[0], RecordCommitment((CommitmentEntry(h256(b"a"), h256(b"d")),)))
+    refused = ledger.tx(AGENCIES[1], RecordCommitment((CommitmentEntry(h256(b"a"), h256(b"e")),)))
+    later = ledger.tx(AGENCIES[2], RecordCommitment((CommitmentEntry(h256(b"b"), h256(b"f")),)))
+    blocks = [ledger.block([ok, refused])]
+    ledger.height = 1
+    blocks.append(ledger.block([later]))
+    try:
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(executor.run)
+                for block in blocks:
+                    cert = CommitCertificate(block.header.height, 0, block.hash, ())
+                    executor.push(CommittedWork(block, encode(block), cert))
+                await executor.wait_height(2)
+                nursery.cancel_scope.cancel()
+        assert (executor.outcome(h256(ok)) is None) == (kept == 1)
+        for tx in (ok, refused, later):
+            stored = views.tx_result(StoredState(store), h256(tx))
+            assert stored is not None and executor.result(h256(tx)) == stored
+        first = executor.result(h256(ok))
+        second = executor.result(h256(refused))
+        assert first is not None and (first.ok, first.height, first.index) == (True, 1, 0)
+        assert second is not None and not second.ok and second.code != codes.OK
+        assert executor.result(h256(b"never sent")) is None
     finally:
         store.close()
