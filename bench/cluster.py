@@ -61,6 +61,8 @@ METRIC_FAMILIES = (
     "creditnet_consensus_block_interval_seconds",
     "creditnet_consensus_commit_latency_seconds",
     "creditnet_storage_commit_seconds",
+    "creditnet_consensus_block_stage_seconds",
+    "creditnet_query_stage_seconds",
     "creditnet_consensus_view_changes_total",
     "creditnet_mempool_refused_total",
     "creditnet_p2p_dropped_frames_total",
@@ -534,6 +536,34 @@ def parse_metrics(text: str, families: Sequence[str] = METRIC_FAMILIES) -> dict[
             continue
         with contextlib.suppress(ValueError):
             out[name_part] = float(value)
+    return out
+
+
+STAGE_FAMILIES = {
+    "block": "creditnet_consensus_block_stage_seconds",
+    "query": "creditnet_query_stage_seconds",
+}
+
+
+def stage_means(
+    before: Sequence[dict[str, float]], after: Sequence[dict[str, float]]
+) -> dict[str, dict[str, float | None]]:
+    """Mean milliseconds of each stage of a block and of a query (the nodes' stage histograms,
+    see ``node/metrics.py``) over the timed phase, all nodes together: where the time goes."""
+    out: dict[str, dict[str, float | None]] = {}
+    for what, family in STAGE_FAMILIES.items():
+        sums: dict[str, float] = {}
+        counts: dict[str, float] = {}
+        for raw0, raw in zip(before, after, strict=True):
+            for key, value in raw.items():
+                for suffix, acc in (("_sum{", sums), ("_count{", counts)):
+                    if key.startswith(family + suffix):
+                        stage = key.split('stage="', 1)[1].split('"', 1)[0]
+                        acc[stage] = acc.get(stage, 0.0) + value - raw0.get(key, 0.0)
+        out[what] = {
+            stage: round(1000 * sums.get(stage, 0.0) / n, 1) if n > 0 else None
+            for stage, n in counts.items()
+        }
     return out
 
 

@@ -84,6 +84,7 @@ from bench.cluster import (
     parse_metrics,
     settle,
     signals_as_interrupt,
+    stage_means,
     start_node,
     stop_processes,
     wait_ready,
@@ -575,6 +576,7 @@ def run_size(p: Params, n: int, workdir: Path) -> dict[str, Any]:
         "one_chain": same_chain,
         "nodes_exited": sorted(died),
         "per_node": per_node,
+        "stages_ms": stage_means(before, after),
         "load_generator": sampler.series["load"].summary(start, end),
         "ed25519_verify_us": sampler.speed(start, end),
         "host_cpu": host,
@@ -642,6 +644,14 @@ def summary_lines(run: dict[str, Any]) -> list[str]:
             f"LevelDB: {flushes} flushes, {len(spans) - flushes} compactions over the nodes; "
             + "; ".join(storage)
         )
+    stages = run.get("stages_ms") or {}
+    parts = [
+        f"{what} " + ", ".join(f"{stage} {ms}" for stage, ms in means.items() if ms is not None)
+        for what, means in stages.items()
+        if any(ms is not None for ms in means.values())
+    ]
+    if parts:
+        lines.append("mean ms by stage: " + "; ".join(parts))
     lines.append(
         "one chain: all nodes at the same height and app hash"
         if run["consistent"]

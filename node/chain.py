@@ -106,12 +106,13 @@ class Executor:
 
     def _execute(self, work: CommittedWork) -> tuple[bytes, BlockOutcome]:
         block = work.block
-        started = time.thread_time()
+        started, wall = time.thread_time(), time.monotonic()
         outcome = execute_block(
             self.genesis, StoredState(self.store), block, decoded=self.mempool.decoded
         )
-        executed = time.thread_time()
+        executed, executed_wall = time.thread_time(), time.monotonic()
         self.metrics.worker_cpu.labels("execute").inc(executed - started)
+        self.metrics.block_stage.labels("execute").observe(executed_wall - wall)
         app_hash = self.store.commit_block(
             block.height,
             block.hash,
@@ -123,6 +124,7 @@ class Executor:
             replays={i for i, o in enumerate(outcome.outcomes) if o.code == codes.DUPLICATE},
         )
         self.metrics.worker_cpu.labels("store").inc(time.thread_time() - executed)
+        self.metrics.block_stage.labels("store").observe(time.monotonic() - executed_wall)
         return app_hash, outcome
 
     def _after_commit(

@@ -160,6 +160,30 @@ class NodeMetrics:
             buckets=INTERVAL_BUCKETS,
             registry=r,
         )
+        self.block_stage = Histogram(
+            p + "consensus_block_stage_seconds",
+            "Where a block's time goes at this node, by stage: precheck (verifying the "
+            "transactions of a proposal not seen before, replicas only), commit (from the "
+            "proposal's block time to this node's commit), execute (the ledger rules), store "
+            "(the synced write).",
+            ["stage"],
+            buckets=INTERVAL_BUCKETS,
+            registry=r,
+        )
+        self.query_stage = Histogram(
+            p + "query_stage_seconds",
+            "Where a lender's query (POST /v1/queries) spends its time at the answering agency, "
+            "by stage: check (request, consent, balance, own records), lookup (mode 2: the "
+            "other agencies' records), ledger (the query entry submitted, committed, stored), "
+            "release (the report built and sealed).",
+            ["stage"],
+            buckets=INTERVAL_BUCKETS,
+            registry=r,
+        )
+        for stage in ("precheck", "commit", "execute", "store"):
+            self.block_stage.labels(stage)
+        for stage in ("check", "lookup", "ledger", "release"):
+            self.query_stage.labels(stage)
         self.consensus_log_bytes = Gauge(
             p + "storage_consensus_log_bytes",
             "Size of the consensus write-ahead log file (rewritten with its live records once "

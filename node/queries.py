@@ -88,6 +88,8 @@ async def answer_query(node: Node, req: QueryRequest) -> dict[str, Any]:
     asked for, each asked category otherwise); mode 2 -- a lookup to the other agencies, whose
     verified records are merged with ours -- when they do not.
     """
+    stage = node.metrics.query_stage
+    started = time.monotonic()
     now_ms = time.time_ns() // 1_000_000
     check_request(node, req, now_ms)
     own = [
@@ -98,12 +100,16 @@ async def answer_query(node: Node, req: QueryRequest) -> dict[str, Any]:
     covered = {s.record.category for s in own}
     mode = QueryMode.DIRECT
     served: list[ServedRecord] = []
+    at = time.monotonic()
+    stage.labels("check").observe(at - started)
     if not own or (req.categories and not set(req.categories) <= covered):
         mode = QueryMode.FORWARDED
         try:
             served = await node.lookups.ask(req)
         except RateLimited as exc:
             raise QueryRefused(429, "rate_limited", str(exc)) from None
+        at, asked = time.monotonic(), at
+        stage.labels("lookup").observe(at - asked)
     records = own + served
     if not records:
         raise QueryRefused(
@@ -124,6 +130,8 @@ async def answer_query(node: Node, req: QueryRequest) -> dict[str, Any]:
         )
     serving = tuple(keys[i] for i in serving_idx) if mode == QueryMode.FORWARDED else ()
     (entry,) = await node.commit_own([QueryEntry(req, mode, serving, fee)])
+    at, submitted = time.monotonic(), at
+    stage.labels("ledger").observe(at - submitted)
     result = entry.result
     if not entry.admission.ok:
         raise QueryRefused(*(entry.refusal or (422, "refused", "")))
@@ -140,6 +148,7 @@ async def answer_query(node: Node, req: QueryRequest) -> dict[str, Any]:
         ],
     }
     sealed = seal(req.client, json.dumps(report, sort_keys=True).encode())
+    stage.labels("release").observe(time.monotonic() - at)
     return {
         "mode": int(mode),
         "sources": sorted({s.agency for s in records}),

@@ -19,7 +19,13 @@ import pytest
 import trio
 
 from bench import report
-from bench.cluster import Sampler, host_cpu_sample, host_cpu_summary
+from bench.cluster import (
+    Sampler,
+    host_cpu_sample,
+    host_cpu_summary,
+    parse_metrics,
+    stage_means,
+)
 from bench.load import commit_batches
 from bench.results_io import verify_us
 from bench.run import (
@@ -441,3 +447,30 @@ def test_metrics_delta_keeps_worker_cpu_and_gc_pauses_by_label() -> None:
     assert delta['gc_pause_seconds_sum{generation="2"}'] == 0.25
     assert delta['worker_cpu_seconds_total{task="verify"}'] == 1.25
     assert "api_requests_total" not in delta
+
+
+def test_stage_means_cover_the_timed_phase_of_every_node() -> None:
+    """Mean ms per stage over the nodes, from the stage histograms' sums and counts scraped
+    before and after the timed phase (what came before it does not count)."""
+
+    def page(node: int, commit: tuple[float, int], precheck: tuple[float, int]) -> str:
+        fam = "creditnet_consensus_block_stage_seconds"
+        lines = [f"# TYPE {fam} histogram"]
+        for stage, (total, count) in (("commit", commit), ("precheck", precheck)):
+            lines += [
+                f'{fam}_bucket{{le="+Inf",stage="{stage}"}} {count}',
+                f'{fam}_count{{stage="{stage}"}} {count}',
+                f'{fam}_sum{{stage="{stage}"}} {total}',
+            ]
+        lines.append(f'creditnet_query_stage_seconds_count{{stage="ledger"}} {node}')
+        lines.append(f'creditnet_query_stage_seconds_sum{{stage="ledger"}} {0.1 * node}')
+        return "\n".join(lines) + "\n"
+
+    before = [page(0, (5.0, 100), (0.0, 0)), page(0, (1.0, 10), (1.0, 5))]
+    after = [page(0, (5.3, 110), (0.0, 0)), page(2, (1.5, 20), (1.2, 15))]
+    got = stage_means([parse_metrics(t) for t in before], [parse_metrics(t) for t in after])
+    # commit: (0.3 + 0.5) s over (10 + 10) blocks; precheck: 0.2 s over 10 at one node
+    assert got["block"] == {"commit": 40.0, "precheck": 20.0}
+    # node 1 answered 2 queries in the phase (node 0 none)
+    assert got["query"] == {"ledger": 100.0}
+    assert stage_means([{}], [{}]) == {"block": {}, "query": {}}

@@ -38,6 +38,8 @@ REQUIRED_METRICS = {
     "creditnet_consensus_p2p_bad_messages",
     "creditnet_consensus_sync_syncing",
     "creditnet_consensus_suspicions",
+    "creditnet_consensus_block_stage_seconds",
+    "creditnet_query_stage_seconds",
     "process_resident_memory_bytes",
     "process_cpu_seconds",
 }
@@ -61,6 +63,17 @@ def metric_families(url: str) -> dict[str, dict[tuple[tuple[str, str], ...], flo
         for s in fam.samples:
             out.setdefault(fam.name, {})[tuple(sorted(s.labels.items()))] = s.value
     return out
+
+
+def stage_counts(url: str, family: str) -> dict[str, float]:
+    """How many observations each stage of a stage histogram has (its ``_count`` samples)."""
+    return {
+        s.labels["stage"]: s.value
+        for fam in text_string_to_metric_families(get_text(url))
+        if fam.name == family
+        for s in fam.samples
+        if s.name == family + "_count"
+    }
 
 
 class Load:
@@ -137,6 +150,13 @@ def test_metrics_of_every_node_parse_and_carry_the_required_names(cluster: Clust
         assert not missing, f"node{node.index} lacks {sorted(missing)}"
         assert fams["creditnet_consensus_height"][()] >= 1
         assert fams["creditnet_consensus_peers"][()] == 3
+        # every committed block went through each stage here; a replica also pre-checked the
+        # proposals (the primary makes them)
+        stages = stage_counts(node.metrics, "creditnet_consensus_block_stage_seconds")
+        assert stages["commit"] >= fams["creditnet_consensus_height"][()], stages
+        executed = fams["creditnet_consensus_executed_height"][()]
+        assert stages["execute"] >= executed and stages["store"] >= executed, stages
+        assert (stages["precheck"] >= 1) == (fams["creditnet_consensus_is_primary"][()] == 0)
 
 
 def test_api_refuses_bad_input_with_clear_errors(cluster: Cluster) -> None:

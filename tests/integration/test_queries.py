@@ -25,7 +25,7 @@ from protocol.record import StoredRecord
 from protocol.transactions import ConsentGrant, QueryRequest, Transaction
 from protocol.vocabulary import Purpose
 from tests.integration.cluster import Cluster, http
-from tests.integration.test_consortium import metric_families
+from tests.integration.test_consortium import metric_families, stage_counts
 
 pytestmark = [pytest.mark.integration]
 
@@ -375,3 +375,6 @@ def test_mode_2_merges_records_from_two_agencies_and_drops_a_tampered_one(
     assert out["mode"] == 2 and len(out["records"]) == 4, out  # 2 from agency 1, 2 of 3 from 2
     fams = metric_families(cluster.nodes[0].metrics)
     assert fams["creditnet_consensus_suspicions"][(("kind", "tampered-record"),)] >= 1
+    # the answering agency timed each stage of its two mode-2 answers, the lookups included
+    stages = stage_counts(cluster.nodes[0].metrics, "creditnet_query_stage_seconds")
+    assert all(stages[s] >= 2 for s in ("check", "lookup", "ledger", "release")), stages
