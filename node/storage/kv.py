@@ -21,11 +21,18 @@ COMPRESSIONS = ("none", "snappy")
 """How LevelDB may compress its tables (``storage.compression``)."""
 BLOOM_FILTER_BITS = 10
 """Bloom filters per table: tx-hash and block-hash lookups are random point reads."""
-WRITE_BUFFER_BYTES = 16 << 20
+WRITE_BUFFER_BYTES = 8 << 20
 """Memtable size. LevelDB's 4 MiB default holds ~16 blocks of 1000 txs and stalls writes on
-compaction every few blocks (300 ms commits seen in ``bench.storage``); 16 MiB keeps the worst
-commit near 50 ms at the cost of 16 MiB of RAM and a longer log replay after a crash."""
-WRITE_BUFFER_JITTER = 8 << 20
+compaction every few blocks (300 ms commits seen in ``bench.storage``). 16 MiB was used before,
+but a flushed 16-24 MiB table pushed into level 1 (LevelDB keeps that level at 10 MiB) overflowed
+it at once, and the 6-9 compactions into level 2 that followed came as one burst of ~2.5 s of a
+core's work: in 240 s runs at 500 mode-1 queries/s, the seconds after such a burst (or a stall
+around it) held the worst queries of the run -- p99 509, 240, 1,302 and 252 ms in four runs, the
+slowest at 1.9-2.5 s. With 8-12 MiB the same runs interleaved on the same host gave p99 236, 248
+and 240 ms, the slowest 403-474 ms; the transaction closed loop (12 in flight) committed 3,286
+tx/s with p99 634 ms (3,186-3,414 tx/s, 582-632 ms, with 16 MiB) and ``bench.storage`` the same
+synced commits (p99 14.7 ms either way)."""
+WRITE_BUFFER_JITTER = 4 << 20
 """Each process adds up to this much, at random, to its memtable. The nodes of a consortium write
 the same ledger data, so with equal memtables they flush and compact in the same second -- on a
 4-node cluster at 500 queries/s, three nodes at once every ~30 s, and the slowest queries of a
