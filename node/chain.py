@@ -62,6 +62,7 @@ class Executor:
         on_executed: Callable[[int, bytes], None],
     ) -> None:
         self.store = store
+        self._state = StoredState(store)
         self.genesis = genesis
         self.mempool = mempool
         self.metrics = metrics
@@ -108,11 +109,11 @@ class Executor:
         block = work.block
         started, wall = time.thread_time(), time.monotonic()
         outcome = execute_block(
-            self.genesis, StoredState(self.store), block, decoded=self.mempool.decoded
+            self.genesis, self._state, block, decoded=self.mempool.decoded
         )
         executed, executed_wall = time.thread_time(), time.monotonic()
         self.metrics.worker_cpu.labels("execute").inc(executed - started)
-        self.metrics.block_stage.labels("execute").observe(executed_wall - wall)
+        self.metrics.block_stages["execute"].observe(executed_wall - wall)
         app_hash = self.store.commit_block(
             block.height,
             block.hash,
@@ -124,7 +125,7 @@ class Executor:
             replays={i for i, o in enumerate(outcome.outcomes) if o.code == codes.DUPLICATE},
         )
         self.metrics.worker_cpu.labels("store").inc(time.thread_time() - executed)
-        self.metrics.block_stage.labels("store").observe(time.monotonic() - executed_wall)
+        self.metrics.block_stages["store"].observe(time.monotonic() - executed_wall)
         return app_hash, outcome
 
     def _after_commit(
@@ -168,7 +169,7 @@ class Executor:
         from the store."""
         kept = self._recent.get(tx_hash)
         if kept is None:
-            return views.tx_result(StoredState(self.store), tx_hash)
+            return views.tx_result(self._state, tx_hash)
         height, index, ok, code, detail = kept
         return TxResult(ok=ok, code=code, detail=detail, height=height, index=index)
 

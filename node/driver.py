@@ -189,7 +189,7 @@ class Driver:
                     await self._precheck(pp.block.txs, pp.block.tx_hashes)
                 except Exception:  # the replica's own check still runs; never stop the driver
                     log.exception("pre-check of a proposal's transactions failed")
-                self.metrics.block_stage.labels("precheck").observe(time.monotonic() - started)
+                self.metrics.block_stages["precheck"].observe(time.monotonic() - started)
                 events[i] = Receive(ev.now_ms, ev.sender, ev.data, pp)  # decoded once
 
     def _handle(self, event: Event) -> list[Output]:
@@ -240,7 +240,7 @@ class Driver:
             elif isinstance(out, Committed):
                 if not r.catching_up:  # (a block fetched in catch-up is old news)
                     since = time.time() - out.block.header.time_ms / 1000
-                    self.metrics.block_stage.labels("commit").observe(max(0.0, since))
+                    self.metrics.block_stages["commit"].observe(max(0.0, since))
                 deletes, self._pending_deletes = tuple(self._pending_deletes), []
                 self.executor.push(
                     CommittedWork(out.block, out.block_bytes, out.certificate, deletes)
