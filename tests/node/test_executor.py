@@ -22,36 +22,43 @@ from protocol.transactions import CommitmentEntry, RecordCommitment
 from tests.unit.test_contract_harness import AGENCIES, CHAIN, GENESIS, Ledger
 
 
-async def test_a_replayed_copy_keeps_the_first_location_in_memory_and_in_the_store(
-    tmp_path: Path,
-) -> None:
-    store = BlockStore.open(tmp_path / "data", CHAIN)
+def executor_on(store: BlockStore) -> Executor:
+    """An executor of ``store`` with its own metrics and an empty mempool."""
     metrics = NodeMetrics(process=False)
     mempool = Mempool(
         CHAIN, max_txs=100, max_bytes=1 << 20, metrics=metrics, is_committed=lambda h: False
     )
-    executor = Executor(store, GENESIS, mempool, metrics, lambda height, app_hash: None)
+    return Executor(store, GENESIS, mempool, metrics, lambda height, app_hash: None)
+
+
+async def execute(executor: Executor, blocks: list[Block]) -> None:
+    """Run ``executor`` until it has stored ``blocks`` (heights 1, 2, ...)."""
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(executor.run)
+            for block in blocks:
+                cert = CommitCertificate(block.header.height, 0, block.hash, ())
+                executor.push(CommittedWork(block, encode(block), cert))
+            await executor.wait_height(len(blocks))
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_replayed_copy_keeps_the_first_location_in_memory_and_in_the_store(
+    tmp_path: Path,
+) -> None:
+    store = BlockStore.open(tmp_path / "data", CHAIN)
+    executor = executor_on(store)
+    metrics = executor.metrics
     ledger = Ledger()
     ref = h256(b"record")
     tx = ledger.tx(AGENCIES[0], RecordCommitment((CommitmentEntry(ref, h256(b"digest")),)))
     other = ledger.tx(AGENCIES[1], RecordCommitment((CommitmentEntry(h256(b"r2"), ref),)))
     h = h256(tx)
-
-    def work(block: Block) -> CommittedWork:
-        cert = CommitCertificate(block.header.height, 0, block.hash, ())
-        return CommittedWork(block, encode(block), cert)
-
     first = ledger.block([other, tx])
     ledger.height = 1
     again = ledger.block([tx])
     try:
-        with trio.fail_after(10):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(executor.run)
-                executor.push(work(first))
-                executor.push(work(again))
-                await executor.wait_height(2)
-                nursery.cancel_scope.cancel()
+        await execute(executor, [first, again])
         recent = executor.outcome(h)
         assert recent is not None and recent[:2] == (1, 1) and recent[2].ok
         assert store.tx_location(h) == (1, 1)  # not (2, 0), where the duplicate was refused
@@ -71,11 +78,7 @@ async def test_a_committed_result_is_the_same_from_memory_and_from_the_store(
     ``result`` reads them from the store instead."""
     monkeypatch.setattr(node.chain, "RECENT_OUTCOMES", kept)
     store = BlockStore.open(tmp_path / "data", CHAIN)
-    metrics = NodeMetrics(process=False)
-    mempool = Mempool(
-        CHAIN, max_txs=100, max_bytes=1 << 20, metrics=metrics, is_committed=lambda h: False
-    )
-    executor = Executor(store, GENESIS, mempool, metrics, lambda height, app_hash: None)
+    executor = executor_on(store)
     ledger = Ledger()
     ok = ledger.tx(AGENCIES[0], RecordCommitment((CommitmentEntry(h256(b"a"), h256(b"d")),)))
     refused = ledger.tx(AGENCIES[1], RecordCommitment((CommitmentEntry(h256(b"a"), h256(b"e")),)))
@@ -84,14 +87,7 @@ async def test_a_committed_result_is_the_same_from_memory_and_from_the_store(
     ledger.height = 1
     blocks.append(ledger.block([later]))
     try:
-        with trio.fail_after(10):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(executor.run)
-                for block in blocks:
-                    cert = CommitCertificate(block.header.height, 0, block.hash, ())
-                    executor.push(CommittedWork(block, encode(block), cert))
-                await executor.wait_height(2)
-                nursery.cancel_scope.cancel()
+        await execute(executor, blocks)
         assert (executor.outcome(h256(ok)) is None) == (kept == 1)
         for tx in (ok, refused, later):
             stored = views.tx_result(StoredState(store), h256(tx))
