@@ -1,12 +1,11 @@
 """When to send the primary the transactions admitted here: just before its next proposal.
 
 A busy primary proposes at a steady cadence (at most one block per ``batch_wait_ms``, counted
-from its previous proposal: see :meth:`protocol.consensus.replica.Replica`). A transaction that
+from its previous proposal: see :class:`protocol.consensus.replica.Replica`). A transaction that
 reaches it just after a proposal waits for the whole next interval, however early it left the
-replica that admitted it. So a replica gathers its transactions until shortly before the next
-proposal is due and sends them then, in one batch: they wait here instead of at the primary,
-for the same block, and the primary gets one batch per block from each replica instead of one
-every few tens of milliseconds.
+replica that admitted it. So a replica gathers the transactions no consensus message took along
+(``node.network``'s piggyback) until shortly before the next proposal is due and sends them then,
+in one batch: they wait here instead of at the primary, for the same block.
 
 The cadence is learnt from the pre-prepares as they arrive (no clock is shared, and replicas may
 be configured differently). When it is unknown or stale -- the primary is idle and proposes as
@@ -35,13 +34,18 @@ class ProposalCadence:
 
     fallback_s: float
     lead_s: float = SPREAD_LEAD_S
+    primary: int | None = None
+    """The validator whose proposals these are (a new one's cadence is learnt afresh)."""
     last: float | None = None
     """When the latest pre-prepare of the primary arrived."""
     interval: float | None = None
     """Running mean of the gaps between its pre-prepares (None: no cadence)."""
 
-    def proposed(self, at: float) -> None:
-        """A pre-prepare of the current primary arrived at ``at``."""
+    def proposed(self, primary: int, at: float) -> None:
+        """A pre-prepare of ``primary``, the current primary, arrived at ``at``."""
+        if primary != self.primary:
+            self.reset()
+            self.primary = primary
         if self.last is not None:
             gap = at - self.last
             if gap > CADENCE_MAX_S:

@@ -323,8 +323,6 @@ class PeerNetwork:
         self._gossip_wake = trio.Event()
         self._gossip_since = 0.0
         self._cadence = ProposalCadence(fallback_s=TX_SPREAD_INTERVAL_S)
-        self._cadence_of: int | None = None
-        """The primary whose proposals ``_cadence`` follows."""
         self._nursery: trio.Nursery | None = None
         self._host: IHost | None = None
         self._pubsub: Pubsub | None = None
@@ -754,10 +752,7 @@ class PeerNetwork:
     def proposal_seen(self, primary: int, at: float) -> None:
         """A pre-prepare of ``primary`` arrived at ``at`` (monotonic seconds): the cadence
         that queued transactions are sent to (see :mod:`node.cadence`)."""
-        if primary != self._cadence_of:
-            self._cadence.reset()
-            self._cadence_of = primary
-        self._cadence.proposed(at)
+        self._cadence.proposed(primary, at)
 
     async def _spread_txs(self) -> None:
         """Send queued transactions to the primary as TxBatch messages on the acknowledged

@@ -618,7 +618,7 @@ class Replica:
             # fuller batch, proposing at most once per batch_wait_ms -- fewer, larger blocks cost
             # less per tx. The wait runs from the previous proposal, not from the first
             # transaction after it: the primary keeps a steady cadence (the other replicas time
-            # their transaction batches to it, see node.network) and a transaction that arrives
+            # their transaction batches to it, see node.cadence) and a transaction that arrives
             # late in the interval waits only for the rest of it.
             idle = self._next_seq == self.committed_height + 1
             self._batch_timer_armed = True

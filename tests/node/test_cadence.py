@@ -7,13 +7,14 @@ import pytest
 from node.cadence import CADENCE_MAX_S, ProposalCadence
 
 FALLBACK = 0.05
+PRIMARY = 3
 LEAD = 0.02
 
 
 def cadence(*arrivals: float) -> ProposalCadence:
     c = ProposalCadence(fallback_s=FALLBACK, lead_s=LEAD)
     for at in arrivals:
-        c.proposed(at)
+        c.proposed(PRIMARY, at)
     return c
 
 
@@ -38,9 +39,9 @@ def test_transactions_leave_just_before_the_next_proposal_that_can_take_them() -
 
 def test_the_interval_follows_the_primary_and_a_long_gap_forgets_it() -> None:
     c = cadence(1.0, 1.1, 1.2)
-    c.proposed(1.4)  # slower now: the running mean moves towards 200 ms
+    c.proposed(PRIMARY, 1.4)  # slower now: the running mean moves towards 200 ms
     assert c.interval is not None and 0.1 < c.interval < 0.2
-    c.proposed(1.4 + CADENCE_MAX_S + 0.1)  # idle for a while: no cadence
+    c.proposed(PRIMARY, 1.4 + CADENCE_MAX_S + 0.1)  # idle for a while: no cadence
     assert c.interval is None
     assert c.send_at(3.0, 3.0) == pytest.approx(3.0 + FALLBACK)
 
