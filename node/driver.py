@@ -119,10 +119,6 @@ class Driver:
         return True
 
     def on_peer_message(self, sender: int, data: bytes) -> None:
-        if data[1:2] == _PREPREPARE_TAG and sender == self.replica.primary:
-            # Its arrival time, before any queueing here: the network times the transaction
-            # batches it sends the primary by it (see node.cadence).
-            self.network.proposal_seen(sender, time.monotonic())
         self.post(Receive(0, sender, data))
 
     def submit(self, txs: tuple[bytes, ...], hashes: tuple[bytes, ...] = ()) -> None:

@@ -13,10 +13,8 @@ measured behaviour):
   never blocks: a peer that falls far behind loses its oldest unacknowledged frames (counted) and
   the replica's own retransmission and catch-up repair the rest.
 - **Transactions** admitted here go to the current primary in batches
-  (:class:`~protocol.wire.TxBatch`: sent shortly before the primary's next proposal is due while
-  it keeps a steady cadence (:mod:`node.cadence`), else gathered for ``TX_SPREAD_INTERVAL_S``; or
-  sooner, with the next consensus broadcast once they have waited ``TX_PIGGYBACK_AFTER_S``) on
-  the same acknowledged
+  (:class:`~protocol.wire.TxBatch`, gathered for ``TX_SPREAD_INTERVAL_S``, or sent with the next
+  consensus broadcast once they have waited ``TX_PIGGYBACK_AFTER_S``) on the same acknowledged
   streams: PBFT's request path. The other replicas get them in the primary's pre-prepare and
   check the ones they lack in a worker thread before preparing it. Sending every batch to every
   validator, as CometBFT's mempool reactor does, made ~60 % of each node's messages at 300
@@ -69,7 +67,6 @@ from libp2p.stream_muxer.yamux.yamux import Yamux
 from libp2p.tools.anyio_service import background_trio_service
 
 from node import quick_locks, tcp_buffer, yamux_credit
-from node.cadence import ProposalCadence
 from node.framing import FrameBuffer, FrameTooLarge, frame
 from node.metrics import NodeMetrics
 from node.ratelimit import TokenBucket
@@ -112,8 +109,7 @@ READ_CHUNK = 1 << 16
 ACK_DELAY_S = 0.25
 TX_SPREAD_INTERVAL_S = 0.05
 """Transactions admitted here are gathered at most this long into one TxBatch for the primary
-when its proposal cadence is not known (less when a consensus broadcast takes them along, see
-below; see node.cadence for the busy primary's case): a message costs far more than the
+(less when a consensus broadcast takes them along, see below): a message costs far more than the
 transactions in it (at 150 mode-1 queries/s, 50 ms instead of 20 ms took a tenth off each node's
 CPU and the p99 from 370 to 250 ms)."""
 SPREAD_TO_ALL_MIN_TXS = 32
@@ -322,7 +318,6 @@ class PeerNetwork:
         self._gossip_bytes = 0
         self._gossip_wake = trio.Event()
         self._gossip_since = 0.0
-        self._cadence = ProposalCadence(fallback_s=TX_SPREAD_INTERVAL_S)
         self._nursery: trio.Nursery | None = None
         self._host: IHost | None = None
         self._pubsub: Pubsub | None = None
@@ -749,27 +744,14 @@ class PeerNetwork:
         self.log_sent(data)
         self.send(to, data, "lookup_reply", logged=True)
 
-    def proposal_seen(self, primary: int, at: float) -> None:
-        """A pre-prepare of ``primary`` arrived at ``at`` (monotonic seconds): the cadence
-        that queued transactions are sent to (see :mod:`node.cadence`)."""
-        self._cadence.proposed(primary, at)
-
     async def _spread_txs(self) -> None:
         """Send queued transactions to the primary as TxBatch messages on the acknowledged
-        streams: shortly before its next proposal is due, or TX_SPREAD_INTERVAL_S after the
-        first was queued when its cadence is unknown (:class:`~node.cadence.ProposalCadence`).
-        A consensus broadcast may take them along sooner (TX_PIGGYBACK_AFTER_S)."""
+        streams, gathering them for at most TX_SPREAD_INTERVAL_S."""
         while True:
             if not self._gossip_out:
                 self._gossip_wake = trio.Event()
                 await self._gossip_wake.wait()
-            now = time.monotonic()
-            at = self._cadence.send_at(self._gossip_since, now)
-            if at > now:
-                # Then look again: a broadcast may have taken them, or a new proposal moved
-                # the next one.
-                await trio.sleep(at - now)
-                continue
+            await trio.sleep(TX_SPREAD_INTERVAL_S)
             self._flush_txs()
 
     def _flush_txs(self) -> None:

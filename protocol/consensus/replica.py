@@ -150,9 +150,6 @@ class Replica:
         self._failed_views = 0
         self._view_timer_armed = False
         self._batch_timer_armed = False
-        self._proposed_ms: int | None = None
-        """When this replica last proposed (or tried to): a busy primary's next batch is due one
-        ``batch_wait_ms`` after it."""
         self._retransmit_armed = False
         self._empty_armed = False
         self._out: list[Output] = []
@@ -255,9 +252,6 @@ class Replica:
             self._batch_timer_armed = False
             if self.is_primary:
                 self._propose()
-                # Counted as a proposal even when none could be made: the next try is a full
-                # batch_wait_ms away, not due at once again.
-                self._proposed_ms = self._now
         elif timer is TimerKind.EMPTY_BLOCK:
             self._empty_armed = False
             if (
@@ -592,7 +586,6 @@ class Replica:
                 return
             self._out.append(Broadcast(data))
             self._next_seq += 1
-            self._proposed_ms = self._now
             self._accept_preprepare(pp, own=True)
 
     # --- timers and retransmission -----------------------------------------------------------
@@ -615,18 +608,11 @@ class Replica:
         window_open = self._next_seq <= self.committed_height + self.cfg.window
         if self.is_primary and not self._batch_timer_armed and self._queue and window_open:
             # Idle (nothing of ours in flight): propose at once, for latency. Busy: gather a
-            # fuller batch, proposing at most once per batch_wait_ms -- fewer, larger blocks cost
-            # less per tx. The wait runs from the previous proposal, not from the first
-            # transaction after it: the primary keeps a steady cadence (the other replicas time
-            # their transaction batches to it, see node.cadence) and a transaction that arrives
-            # late in the interval waits only for the rest of it.
+            # fuller batch for up to batch_wait_ms -- fewer, larger blocks cost less per tx.
             idle = self._next_seq == self.committed_height + 1
             self._batch_timer_armed = True
-            at = self._now
-            if not idle:
-                since = self._now if self._proposed_ms is None else self._proposed_ms
-                at = max(self._now, since + self.cfg.batch_wait_ms)
-            self._out.append(SetTimer(TimerKind.BATCH, at))
+            wait = 0 if idle else self.cfg.batch_wait_ms
+            self._out.append(SetTimer(TimerKind.BATCH, self._now + wait))
         if (
             self.is_primary
             and self.cfg.empty_block_interval_ms

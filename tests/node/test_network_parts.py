@@ -242,15 +242,3 @@ def test_waiting_transactions_ride_with_a_consensus_broadcast_to_the_primary_onl
     net.broadcast(b"vote")
     assert [batches(net, i) for i in (1, 2, 3)] == [[], [], [(b"tx",)]]
     assert [len(net._out[i].frames) for i in (1, 2, 3)] == [1, 1, 2]  # the vote to everyone
-
-
-def test_the_batching_cadence_follows_the_current_primary_only() -> None:
-    """Transaction batches are timed to the primary's proposals (node.cadence); a new primary's
-    cadence is learnt afresh, not mixed with the old one's."""
-    net = network()
-    for k in range(3):
-        net.proposal_seen(3, 10.0 + 0.1 * k)
-    assert net._cadence.interval is not None
-    assert abs(net._cadence.interval - 0.1) < 1e-9
-    net.proposal_seen(2, 10.25)
-    assert net._cadence.interval is None and net._cadence.last == 10.25

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from protocol.block import Block, CommitCertificate, CommitVote, make_header
 from protocol.codec import decode, encode
 from protocol.consensus.config import ReplicaConfig
@@ -178,25 +176,3 @@ def test_a_message_handed_over_decoded_is_handled_as_its_bytes_are() -> None:
         from_decoded = handed.handle(Receive(t, 0, encode(pp), decode(encode(pp))))
         assert from_bytes == from_decoded
     assert [s.kind for s in suspicions(from_decoded)] == ["equivocation"]
-
-
-def batch_timers(outputs: list[Output]) -> list[int]:
-    return [o.at_ms for o in outputs if isinstance(o, SetTimer) and o.timer is TimerKind.BATCH]
-
-
-def test_a_busy_primary_proposes_once_per_batch_wait_counted_from_its_last_proposal() -> None:
-    r = Replica(replace(config(0), batch_wait_ms=100), IDS[0])
-    r.handle(Start(0))
-    # Idle: the first transaction is proposed at once.
-    assert batch_timers(r.handle(Submit(0, (b"t1",)))) == [0]
-    assert [pp.seq for pp in sent(r.handle(TimerFired(0, TimerKind.BATCH)), PrePrepare)] == [1]
-    # Block 1 in flight: a transaction at 30 ms waits for 100 ms after that proposal, not after
-    # its own arrival (which would put it at 130 ms).
-    assert batch_timers(r.handle(Submit(30, (b"t2",)))) == [100]
-    assert [pp.seq for pp in sent(r.handle(TimerFired(100, TimerKind.BATCH)), PrePrepare)] == [2]
-    # A transaction after a quiet spell longer than the wait is proposed at once, though
-    # blocks 1 and 2 are still in flight.
-    assert batch_timers(r.handle(Submit(250, (b"t3",)))) == [250]
-    assert [pp.seq for pp in sent(r.handle(TimerFired(250, TimerKind.BATCH)), PrePrepare)] == [3]
-    # And the next one waits again for a full interval.
-    assert batch_timers(r.handle(Submit(260, (b"t4",)))) == [350]
