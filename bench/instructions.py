@@ -19,6 +19,9 @@ count per item. The operations are the ones every node runs for every transactio
   entry), from already-decoded transactions as the node does;
 - ``record_commitment_execute``: execute one record commitment likewise;
 - ``block_decode``: decode a block, per transaction in it (Merkle root checked);
+- ``report_record``: one record of a mode-1 report, per record: decoded from the bytes the
+  agency stored (every field and rule checked again) and written into the report's JSON
+  (``node.queries.report_body``), as the answering node does for each record it releases;
 - ``p2p_round_trip``: a 256-byte message sent over an open libp2p stream (TCP on 127.0.0.1,
   Noise, Yamux, as the nodes use them, with the node's patches of the library) and the same
   bytes echoed back: both ends' work for two consensus-sized messages -- trio's scheduling, the
@@ -62,6 +65,9 @@ from node import (
     http_server,
     network,  # builds hosts as nodes do, with its patches of libp2p installed
 )
+from node.lookups import ServedRecord
+from node.queries import report_body
+from node.samples import national_ids, sample_records
 from protocol.block import Block
 from protocol.codec import decode, encode
 from protocol.contract.admission import check_tx
@@ -69,6 +75,7 @@ from protocol.contract.memory import MemoryLedger
 from protocol.contract.rules import execute_block
 from protocol.crypto import Identity, h256
 from protocol.genesis import FeeSchedule, Genesis, Validator
+from protocol.record import StoredRecord, parse_record, to_stored
 from protocol.transactions import (
     CommitmentEntry,
     ConsentGrant,
@@ -152,6 +159,24 @@ def _executing(ledger: MemoryLedger, txs: list[bytes]) -> Callable[[], None]:
     def run() -> None:
         out = execute_block(GENESIS, ledger.state, block, decoded=known.get)
         assert all(o.ok for o in out.outcomes)
+
+    return run
+
+
+def _reporting() -> Callable[[], None]:
+    """A report of ITEMS stored records (sample records of a few subjects)."""
+    stored = [
+        encode(to_stored(parse_record(r), GENESIS.pseudonym_salt))
+        for i, nid in enumerate(national_ids(7, ITEMS // 10))
+        for r in sample_records(nid, count=10, seed=i, furnisher="bank01")
+    ][:ITEMS]
+    request_hash = h256(b"request")
+
+    def run() -> None:
+        served = [
+            ServedRecord(decode(data, StoredRecord, canonical=False), 0, 1) for data in stored
+        ]
+        report_body(request_hash, 0, served)
 
     return run
 
@@ -303,6 +328,8 @@ def operation(name: str) -> Callable[[], None]:
         return _executing(ledger, _query_entries(ledger))
     if name == "record_commitment_execute":
         return _executing(ledger, _commitments(ledger))
+    if name == "report_record":
+        return _reporting()
     if name == "block_decode":
         return _each(lambda data: decode(data, Block), [encode(ledger.block(_commitments(ledger)))])
     raise ValueError(f"unknown operation {name!r}")
@@ -315,6 +342,7 @@ OPERATIONS = (
     "query_entry_execute",
     "record_commitment_execute",
     "block_decode",
+    "report_record",
     "p2p_round_trip",
     "http_round_trip",
 )

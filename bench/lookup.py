@@ -274,7 +274,9 @@ def percentiles_us(seconds: Sequence[float]) -> dict[str, float | None]:
 
 def read_subject(store: BlockStore, pn: bytes) -> list[StoredRecord]:
     """What ``node.records.records_of`` does, against a store."""
-    return [decode(v, StoredRecord) for _, v in store.private_items(RECORDS_NS, pn)]
+    return [
+        decode(v, StoredRecord, canonical=False) for _, v in store.private_items(RECORDS_NS, pn)
+    ]
 
 
 def peak_rss_mib() -> float:

@@ -17,11 +17,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from node.lookups import RateLimited, ServedRecord
-from node.records import records_of
+from node.records import refs_and_records_of
 from protocol.contract import views
 from protocol.contract.rules import REQUEST_WINDOW_MS
 from protocol.crypto import seal
-from protocol.record import StoredRecord, record_ref
 from protocol.transactions import QueryEntry, QueryRequest
 from protocol.vocabulary import QueryMode
 
@@ -101,8 +100,8 @@ async def answer_query(node: Node, req: QueryRequest) -> dict[str, Any]:
     now_ms = time.time_ns() // 1_000_000
     check_request(node, req, now_ms)
     own = [
-        ServedRecord(r, node.index, _height_of(node, r))
-        for r in records_of(node, req.pseudonym)
+        ServedRecord(r, node.index, _height_of(node, ref))
+        for ref, r in refs_and_records_of(node, req.pseudonym)
         if not req.categories or r.category in req.categories
     ]
     covered = {s.record.category for s in own}
@@ -144,15 +143,7 @@ async def answer_query(node: Node, req: QueryRequest) -> dict[str, Any]:
         code = result.code if result is not None else "not_committed"
         detail = result.detail if result is not None else "the query entry was not committed"
         raise QueryRefused(409 if code == "replayed_request" else 403, code, detail)
-    report = {
-        "request_hash": req.request_hash.hex(),
-        "agency": node.index,
-        "records": [
-            s.record.to_json() | {"served_by": s.agency, "commitment_height": s.commitment_height}
-            for s in records
-        ],
-    }
-    sealed = seal(req.client, json.dumps(report, sort_keys=True).encode())
+    sealed = seal(req.client, report_body(req.request_hash, node.index, records))
     stages["release"].observe(lap())
     return {
         "mode": int(mode),
@@ -165,6 +156,21 @@ async def answer_query(node: Node, req: QueryRequest) -> dict[str, Any]:
     }
 
 
-def _height_of(node: Node, rec: StoredRecord) -> int:
-    c = views.commitment(node.store_state, record_ref(rec.furnisher_id, rec.record_id))
+def report_body(request_hash: bytes, agency: int, records: list[ServedRecord]) -> bytes:
+    """The report as the lender reads it once unsealed: JSON, keys sorted, each record in its
+    output form with where it came from (the serving agency, the height of its commitment)."""
+    report = {
+        "request_hash": request_hash.hex(),
+        "agency": agency,
+        "records": [
+            s.record.to_json() | {"served_by": s.agency, "commitment_height": s.commitment_height}
+            for s in records
+        ],
+    }
+    return json.dumps(report, sort_keys=True).encode()
+
+
+def _height_of(node: Node, ref: bytes) -> int:
+    """The height at which the ledger took this agency's commitment to record ``ref``."""
+    c = views.commitment(node.store_state, ref)
     return 0 if c is None else c.height

@@ -176,4 +176,15 @@ async def load_records(node: Node, lines: Iterable[str]) -> LoadReport:
 
 def records_of(node: Node, pseudonym: bytes) -> list[StoredRecord]:
     """This agency's records about one subject."""
-    return [decode(v, StoredRecord) for _, v in node.store.private_items(RECORDS_NS, pseudonym)]
+    return [rec for _, rec in refs_and_records_of(node, pseudonym)]
+
+
+def refs_and_records_of(node: Node, pseudonym: bytes) -> list[tuple[bytes, StoredRecord]]:
+    """This agency's records about one subject, each with its ``record_ref`` (the key's tail).
+
+    Each record is decoded with every field and rule checked again (the store is a file on disk),
+    but not re-encoded to prove canonical form: these are bytes this node encoded itself."""
+    return [
+        (key[len(pseudonym) :], decode(value, StoredRecord, canonical=False))
+        for key, value in node.store.private_items(RECORDS_NS, pseudonym)
+    ]
