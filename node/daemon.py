@@ -168,6 +168,7 @@ class Node:
         self.started_at = time.time()
         metrics.validators.set(len(genesis.validators))
         metrics.consensus_log_bytes.set_function(lambda: store.consensus_log.size_bytes)
+        metrics.block_files_bytes.set_function(lambda: store.block_files.size_bytes)
         self.mempool = Mempool(
             genesis.chain_id,
             max_txs=cfg.consensus.mempool_max_txs,

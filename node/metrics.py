@@ -194,6 +194,12 @@ class NodeMetrics:
             "past 32 MiB).",
             registry=r,
         )
+        self.block_files_bytes = Gauge(
+            p + "storage_block_files_bytes",
+            "Size of the committed blocks' files (data/blocks/*.blk; append-only, a new file "
+            "every 256 MiB).",
+            registry=r,
+        )
         self.worker_cpu = Counter(
             p + "worker_cpu_seconds",
             "CPU time spent in worker threads, by task (verify, execute, store, journal).",

@@ -1,5 +1,5 @@
-"""The node's storage: one LevelDB per node holding blocks, state and private data, and an
-append-only log of the replica's write-ahead records beside it.
+"""The node's storage: one LevelDB per node holding indexes, state and private data, append-only
+block files for the committed blocks, and an append-only log of the replica's write-ahead records.
 
 ``BlockStore`` is the entry point; every key it writes is built in :mod:`node.storage.schema`.
 """

@@ -1,11 +1,15 @@
-"""The node's store: committed blocks with their certificates, indexes, application state and
-the agency's private data in one LevelDB; the replica's write-ahead records (votes, proofs) in an
-append-only file beside it (:mod:`node.storage.consensus_log`: they live for a block's round and
-carry whole blocks, churn LevelDB would flush and compact).
+"""The node's store: indexes, application state and the agency's private data in one LevelDB;
+committed blocks with their certificates in append-only block files beside it
+(:mod:`node.storage.block_files`: written once, read rarely, they were half of what LevelDB
+compacted); the replica's write-ahead records (votes, proofs) in an append-only log
+(:mod:`node.storage.consensus_log`: they live for a block's round and carry whole blocks, churn
+LevelDB would flush and compact).
 
 Why one atomic, synced batch per block: a node killed at any instant reopens with either all of
-block ``h`` (bytes, certificate, hash and tx index, state changes, latest height, app hash) or
-none of it, so the state always matches the latest block and the app hash chain is never torn.
+block ``h`` (where it is in the block files, hash and tx index, state changes, latest height, app
+hash) or none of it, so the state always matches the latest block and the app hash chain is never
+torn. The block's record is fsynced in its file before that batch is written, so an indexed block
+is always readable; a record a crash left after the last indexed one is cut off at open.
 
 The store does not decode blocks or hash anything but the app hash: callers hand it bytes and the
 hashes they computed. It has a single writer (the node's driver task); the data directory lock
@@ -14,16 +18,21 @@ keeps a second process out.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+import logging
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
 from node.storage import schema
+from node.storage.block_files import DIRNAME as BLOCK_FILES_DIRNAME
+from node.storage.block_files import BlockFiles
 from node.storage.consensus_log import FILENAME as CONSENSUS_LOG_FILENAME
 from node.storage.consensus_log import ConsensusLog
 from node.storage.kv import KVBackend, LevelDBBackend, MemoryBackend, StorageError
 from node.storage.lock import DataDirLock
 from protocol.apphash import GENESIS_APP_HASH, next_app_hash
+
+log = logging.getLogger(__name__)
 
 DB_DIRNAME = "leveldb"
 """LevelDB lives in this subdirectory of the data directory (beside the lock file)."""
@@ -49,9 +58,10 @@ class BlockStore:
         lock: DataDirLock | None = None,
         sync: bool = True,
         consensus_log: ConsensusLog | None = None,
+        block_files: BlockFiles | None = None,
     ) -> None:
-        """Use ``backend`` and ``consensus_log`` (owned from now on; an in-memory log when None),
-        checking or writing the backend's meta for ``chain_id``.
+        """Use ``backend``, ``consensus_log`` and ``block_files`` (owned from now on; in memory
+        when None), checking or writing the backend's meta for ``chain_id``.
 
         ``where`` names the store in messages; ``sync`` is the default durability of block
         commits and consensus records (False only for benchmarks and tests).
@@ -65,7 +75,9 @@ class BlockStore:
         self.sync = sync
         self._latest_height, self._app_hash = self._load_or_init_meta()
         self._consensus = consensus_log if consensus_log is not None else ConsensusLog(None)
+        self._blocks = block_files if block_files is not None else BlockFiles(None)
         self._move_consensus_records()
+        self._cut_unindexed_blocks()
 
     @classmethod
     def open(
@@ -80,9 +92,11 @@ class BlockStore:
         lock = DataDirLock(path)
         backend: LevelDBBackend | None = None
         wal: ConsensusLog | None = None
+        blocks: BlockFiles | None = None
         try:
             backend = LevelDBBackend(path / DB_DIRNAME, compression=compression)
             wal = ConsensusLog(path / CONSENSUS_LOG_FILENAME, sync=sync)
+            blocks = BlockFiles(path / BLOCK_FILES_DIRNAME, sync=sync)
             return cls(
                 backend,
                 chain_id,
@@ -90,8 +104,11 @@ class BlockStore:
                 lock=lock,
                 sync=sync,
                 consensus_log=wal,
+                block_files=blocks,
             )
         except BaseException:
+            if blocks is not None:
+                blocks.close()
             if wal is not None:
                 wal.close()
             if backend is not None:
@@ -154,6 +171,20 @@ class BlockStore:
         self._consensus.write(moved, sync=True)
         self._backend.write((), [schema.consensus_key(k) for k in old], sync=True)
 
+    def _cut_unindexed_blocks(self) -> None:
+        """Drop what a crash left in the block files after the latest indexed block."""
+        latest = self._latest_height
+        location = self._backend.get(schema.block_location_key(latest)) if latest else None
+        dropped = self._blocks.cut_after(location)
+        if dropped:
+            log.warning(
+                "%s: dropped %d bytes of block files after block %d (written before a crash "
+                "stopped the block's commit; the block is committed again from its peers)",
+                self.where,
+                dropped,
+                latest,
+            )
+
     def _require_meta(self, key: bytes, what: str) -> bytes:
         value = self._backend.get(key)
         if value is None:
@@ -205,9 +236,10 @@ class BlockStore:
             )
         app_hash = next_app_hash(self._app_hash, state_changes)
         encoded_height = schema.encode_height(height)
+        durable = self.sync if sync is None else sync
+        location = self._blocks.append(height, block_bytes, certificate_bytes, sync=durable)
         puts: list[tuple[bytes, bytes]] = [
-            (schema.block_key(height), block_bytes),
-            (schema.certificate_key(height), certificate_bytes),
+            (schema.block_location_key(height), location),
             (schema.block_hash_key(block_hash), encoded_height),
         ]
         puts += [
@@ -222,18 +254,31 @@ class BlockStore:
             else:
                 puts.append((schema.state_key(key), value))
         puts += [(schema.META_LATEST_HEIGHT, encoded_height), (schema.META_APP_HASH, app_hash)]
-        self._backend.write(puts, deletes, sync=self.sync if sync is None else sync)
+        self._backend.write(puts, deletes, sync=durable)
         self._latest_height, self._app_hash = height, app_hash
         self._consensus.delete(consensus_deletes)
         return app_hash
 
     def block(self, height: int) -> bytes | None:
         """The bytes of block ``height``, or None if it is not stored."""
-        return None if height < 0 else self._backend.get(schema.block_key(height))
+        return self._block_and_certificate(height, schema.block_key)[0]
 
     def certificate(self, height: int) -> bytes | None:
         """The commit certificate of block ``height``, or None if it is not stored."""
-        return None if height < 0 else self._backend.get(schema.certificate_key(height))
+        return self._block_and_certificate(height, schema.certificate_key)[1]
+
+    def _block_and_certificate(
+        self, height: int, legacy_key: Callable[[int], bytes]
+    ) -> tuple[bytes | None, bytes | None]:
+        """From the block files; a store written before them keeps its older blocks in
+        LevelDB (``legacy_key``), read from there (only the asked-for part is looked up)."""
+        if height < 0:
+            return None, None
+        location = self._backend.get(schema.block_location_key(height))
+        if location is not None:
+            return self._blocks.read(location, height)
+        old = self._backend.get(legacy_key(height))
+        return old, old
 
     def height_of(self, block_hash: bytes) -> int | None:
         """Height of the block with hash ``block_hash``, or None."""
@@ -285,6 +330,11 @@ class BlockStore:
         """The write-ahead records' log (its size and rewrites, for metrics and tests)."""
         return self._consensus
 
+    @property
+    def block_files(self) -> BlockFiles:
+        """The committed blocks' files (their size, for metrics)."""
+        return self._blocks
+
     # --- node-private data ----------------------------------------------------------------------
 
     def put_private(self, namespace: bytes, key: bytes, value: bytes, *, sync: bool = True) -> None:
@@ -311,9 +361,11 @@ class BlockStore:
     # --- lifecycle ------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close the consensus log and LevelDB, then release the data directory; idempotent."""
+        """Close the consensus log, the block files and LevelDB, then release the data
+        directory; idempotent."""
         try:
             self._consensus.close()
+            self._blocks.close()
             self._backend.close()
         finally:
             if self._lock is not None:

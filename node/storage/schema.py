@@ -6,9 +6,13 @@ The namespace is one byte, different for each kind of key, so no key of one kind
 iterated as a key of another kind::
 
     01 'm' <name>                      meta: format version, chain id, latest height, app hash
-    01 'b' <height u64be>              block bytes
+    01 'f' <height u64be>              -> where the block and its certificate are in the block
+                                       files (``node.storage.block_files``): file u32be ||
+                                       offset u64be || length u32be
+    01 'b' <height u64be>              block bytes (stores written before the block files; read
+                                       as they are, never written now)
     01 'h' <block hash>                -> height u64be
-    01 'c' <height u64be>              commit certificate bytes
+    01 'c' <height u64be>              commit certificate bytes (likewise)
     01 't' <tx hash>                   -> height u64be || index u32be
     01 's' <application key>           application state (the ledger rules' own key space)
     01 'w' <name>                      consensus write-ahead records of format 1.0 (moved to the
@@ -30,6 +34,7 @@ FORMAT_VERSION = 1
 """Version of the whole on-disk format, stored under ``META_FORMAT_VERSION``."""
 
 META = VERSION + b"m"
+BLOCK_AT = VERSION + b"f"
 BLOCK = VERSION + b"b"
 BLOCK_HASH = VERSION + b"h"
 CERTIFICATE = VERSION + b"c"
@@ -40,6 +45,7 @@ PRIVATE = VERSION + b"p"
 
 NAMESPACES: dict[str, bytes] = {
     "meta": META,
+    "block_at": BLOCK_AT,
     "block": BLOCK,
     "block_hash": BLOCK_HASH,
     "certificate": CERTIFICATE,
@@ -59,6 +65,11 @@ META_APP_HASH = META + b"app-hash"
 _U64_MAX = (1 << 64) - 1
 _U32_MAX = (1 << 32) - 1
 MAX_NAMESPACE_LEN = 255
+
+
+def block_location_key(height: int) -> bytes:
+    """Key of where the block at ``height`` is in the block files."""
+    return BLOCK_AT + encode_height(height)
 
 
 def block_key(height: int) -> bytes:

@@ -26,6 +26,7 @@ from node.storage import (
     kv,
     schema,
 )
+from node.storage.block_files import BlockFiles
 from protocol.apphash import GENESIS_APP_HASH, next_app_hash, serialize_changes
 from protocol.crypto import h256
 
@@ -46,6 +47,13 @@ class PersistentMemory(MemoryBackend):
         pass
 
 
+class PersistentBlockFiles(BlockFiles):
+    """In-memory block files that outlive the store using them."""
+
+    def close(self) -> None:
+        pass
+
+
 class Opener:
     """Opens stores of one kind ("memory" or "leveldb") over the same data, and tampers with it."""
 
@@ -53,10 +61,13 @@ class Opener:
         self.kind = kind
         self.path = path
         self.memory = PersistentMemory()
+        self.block_files = PersistentBlockFiles(None)
 
     def open(self, chain_id: str = CHAIN) -> BlockStore:
         if self.kind == "memory":
-            return BlockStore(self.memory, chain_id, where="in-memory store")
+            return BlockStore(
+                self.memory, chain_id, where="in-memory store", block_files=self.block_files
+            )
         return BlockStore.open(self.path, chain_id)
 
     def raw_put(self, key: bytes, value: bytes) -> None:
@@ -332,6 +343,7 @@ meta_keys = [
 # (namespace prefix the key must live under, key)
 any_key = st.one_of(
     st.sampled_from(meta_keys).map(lambda k: (schema.META, k)),
+    heights.map(lambda h: (schema.BLOCK_AT, schema.block_location_key(h))),
     heights.map(lambda h: (schema.BLOCK, schema.block_key(h))),
     blobs.map(lambda b: (schema.BLOCK_HASH, schema.block_hash_key(b))),
     heights.map(lambda h: (schema.CERTIFICATE, schema.certificate_key(h))),

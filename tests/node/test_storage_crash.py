@@ -21,6 +21,8 @@ import pytest
 from crash_writer import CHAIN_ID, SyntheticBlock, synthetic_block
 
 from node.storage import DB_DIRNAME, BlockStore, LevelDBBackend, schema
+from node.storage.block_files import DIRNAME as BLOCK_FILES_DIRNAME
+from node.storage.block_files import decode_location
 from protocol.apphash import GENESIS_APP_HASH, next_app_hash
 
 WRITER = Path(__file__).with_name("crash_writer.py")
@@ -141,9 +143,18 @@ def check_store(data: Path, chain: ExpectedChain, last_printed: int, context: st
             assert store.tx_location(tx) is None, f"{context}: tx of a torn block indexed"
     backend = LevelDBBackend(data / DB_DIRNAME)  # raw look: nothing stored above latest
     try:
-        for prefix in (schema.BLOCK, schema.CERTIFICATE):
-            stored = [schema.decode_height(k[len(prefix) :]) for k, _ in backend.iterate(prefix)]
-            assert stored == list(range(1, latest + 1)), f"{context}: heights stored {stored}"
+        prefix = schema.BLOCK_AT
+        stored = [schema.decode_height(k[len(prefix) :]) for k, _ in backend.iterate(prefix)]
+        assert stored == list(range(1, latest + 1)), f"{context}: heights indexed {stored}"
+        for prefix in (schema.BLOCK, schema.CERTIFICATE):  # blocks live in the block files now
+            assert next(backend.iterate(prefix), None) is None, f"{context}: block in LevelDB"
+        if latest:  # the reopen cut whatever the kill left after the latest indexed block
+            raw = backend.get(schema.block_location_key(latest))
+            assert raw is not None
+            file_no, offset, length = decode_location(raw)
+            files = sorted((data / BLOCK_FILES_DIRNAME).iterdir())
+            assert files[-1].name == f"{file_no:06d}.blk", f"{context}: files after the last"
+            assert files[-1].stat().st_size == offset + length, f"{context}: bytes after the last"
     finally:
         backend.close()
     return latest
