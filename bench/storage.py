@@ -1,10 +1,12 @@
-"""Storage benchmark: how fast a node can commit and read blocks in its LevelDB block store.
+"""Storage benchmark: how fast a node can commit and read blocks in its block store (the blocks in
+append-only block files, their index and the state in LevelDB).
 
     python -m bench.storage [--blocks N] [--txs-per-block 1000] [--out bench/results/storage.json]
 
 Measures ``BlockStore.commit_block`` with synthetic blocks of ``--txs-per-block`` transactions
 (``--tx-bytes`` each; one tx-index entry and one new state key per tx, plus account updates),
-synced (fsync per block, as a node runs) and unsynced, then random block reads, random
+synced (fsync per block, as a node runs: the block file's, then LevelDB's) and unsynced, then
+random block reads (checksum checked), random
 ``state_get`` and ``tx_location`` lookups on the unsynced store. Only the store calls are timed;
 the synthetic inputs are made outside the timer. Runs in a temporary directory under ``--dir``
 (default: the system temp dir; point it at the disk a node would use, fsync cost depends on it).
