@@ -215,6 +215,7 @@ class BlockStore:
         consensus_deletes: Iterable[bytes] = (),
         replays: Collection[int] = (),
         sync: bool | None = None,
+        location: bytes | None = None,
     ) -> bytes:
         """Store block ``height`` = latest + 1 and apply its state changes in one atomic batch.
 
@@ -226,7 +227,9 @@ class BlockStore:
         block, dropped from the consensus log once the batch is written (so a crash never loses
         a vote before its block is stored; one that loses the deletion leaves records at or
         below the stored height, which recovery ignores). ``sync`` (default: the store's) makes
-        the batch durable before returning. Returns the new app hash.
+        the batch durable before returning. ``location``: where :meth:`write_block` already put
+        the block and its certificate (else they are written here first). Returns the new app
+        hash.
         """
         expected = self._latest_height + 1
         if height != expected:
@@ -237,7 +240,8 @@ class BlockStore:
         app_hash = next_app_hash(self._app_hash, state_changes)
         encoded_height = schema.encode_height(height)
         durable = self.sync if sync is None else sync
-        location = self._blocks.append(height, block_bytes, certificate_bytes, sync=durable)
+        if location is None:
+            location = self._blocks.append(height, block_bytes, certificate_bytes, sync=durable)
         puts: list[tuple[bytes, bytes]] = [
             (schema.block_location_key(height), location),
             (schema.block_hash_key(block_hash), encoded_height),
@@ -258,6 +262,23 @@ class BlockStore:
         self._latest_height, self._app_hash = height, app_hash
         self._consensus.delete(consensus_deletes)
         return app_hash
+
+    def write_block(
+        self, height: int, block_bytes: bytes, certificate_bytes: bytes, *, sync: bool | None = None
+    ) -> bytes:
+        """Append block ``height`` = latest + 1 and its certificate to the block files, durable
+        before returning (``sync``, default: the store's), ahead of :meth:`commit_block` -- so the
+        executor can overlap that write and its fsync with the block's execution. Returns the
+        location to pass to :meth:`commit_block`. Until then nothing points at the record: a
+        crash drops it at the next open, a failed execution leaves it unreferenced."""
+        expected = self._latest_height + 1
+        if height != expected:
+            raise OutOfOrderBlock(
+                f"block {height} does not follow the latest committed block "
+                f"{self._latest_height} (expected {expected})"
+            )
+        durable = self.sync if sync is None else sync
+        return self._blocks.append(height, block_bytes, certificate_bytes, sync=durable)
 
     def block(self, height: int) -> bytes | None:
         """The bytes of block ``height``, or None if it is not stored."""

@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from node.storage import DB_DIRNAME, BlockStore, LevelDBBackend, StorageError, schema
+from node.storage import (
+    DB_DIRNAME,
+    BlockStore,
+    LevelDBBackend,
+    OutOfOrderBlock,
+    StorageError,
+    schema,
+)
 from node.storage.block_files import (
     DIRNAME,
     MAGIC,
@@ -206,3 +213,22 @@ def test_an_older_stores_blocks_in_leveldb_are_still_read(tmp_path: Path) -> Non
         commit(store, 2)
         assert store.block(2) == block_of(2)[0] and store.certificate(2) == block_of(2)[1]
         assert store.block(1) == body
+
+
+def test_a_block_written_ahead_is_committed_at_its_location(tmp_path: Path) -> None:
+    with BlockStore.open(tmp_path / "data", CHAIN) as store:
+        commit(store, 1)
+        body, cert = block_of(2)
+        location = store.write_block(2, body, cert)
+        assert store.block(2) is None  # not indexed until its commit
+        store.commit_block(
+            2, h256(body), body, cert, tx_hashes=[], state_changes={}, location=location
+        )
+        assert store.block(2) == body and store.certificate(2) == cert
+        with pytest.raises(OutOfOrderBlock):
+            store.write_block(4, *block_of(4))
+        store.write_block(3, *block_of(3))  # then the execution fails: nothing points at it
+    with BlockStore.open(tmp_path / "data", CHAIN) as store:
+        assert store.latest_height == 2 and store.block(3) is None
+        commit(store, 3)
+        assert [store.block(h) for h in (1, 2, 3)] == [block_of(h)[0] for h in (1, 2, 3)]
