@@ -30,6 +30,7 @@ import threading
 import zlib
 from pathlib import Path
 
+from node.storage.fileio import fsync_dir, write_all, write_parts
 from node.storage.kv import StorageError
 
 DIRNAME = "blocks"
@@ -115,7 +116,7 @@ class BlockFiles:
                 self._memory[self._file_no] += b"".join(parts)
             else:
                 try:
-                    _write_parts(self._fd, parts)
+                    write_parts(self._fd, parts)
                     if self.sync if sync is None else sync:
                         os.fdatasync(self._fd)
                 except OSError as exc:
@@ -269,9 +270,9 @@ class BlockFiles:
                     os.close(fd)
                     raise StorageError(f"{name} is not a creditnet block file (bad magic)")
                 os.ftruncate(fd, 0)  # created, then cut off before its magic was synced
-                _write_all(fd, MAGIC)
+                write_all(fd, MAGIC)
                 os.fsync(fd)
-                _fsync_dir(self.path)
+                fsync_dir(self.path)
                 size = len(MAGIC)
             elif os.pread(fd, len(MAGIC), 0) != MAGIC:
                 os.close(fd)
@@ -292,30 +293,3 @@ class BlockFiles:
                 ) from exc
             self._readers[file_no] = fd
         return fd
-
-
-def _write_parts(fd: int, parts: list[bytes]) -> None:
-    """Write ``parts`` in order with as few system calls as the kernel allows."""
-    views = [memoryview(p) for p in parts if p]
-    while views:
-        written = os.writev(fd, views)
-        while views and written >= len(views[0]):
-            written -= len(views[0])
-            views.pop(0)
-        if views and written:
-            views[0] = views[0][written:]
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

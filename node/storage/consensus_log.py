@@ -40,6 +40,7 @@ import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
+from node.storage.fileio import fsync_dir, write_all
 from node.storage.kv import StorageError
 
 log = logging.getLogger(__name__)
@@ -122,7 +123,7 @@ class ConsensusLog:
             self._check_open()
             if self._fd is not None:
                 try:
-                    _write_all(self._fd, _HEADER.pack(len(payload), zlib.crc32(payload)) + payload)
+                    write_all(self._fd, _HEADER.pack(len(payload), zlib.crc32(payload)) + payload)
                     if self.sync if sync is None else sync:
                         os.fdatasync(self._fd)
                 except OSError as exc:
@@ -210,12 +211,12 @@ class ConsensusLog:
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
-                _write_all(fd, body)
+                write_all(fd, body)
                 os.fsync(fd)
             finally:
                 os.close(fd)
             os.replace(tmp, path)
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
             self._fd = os.open(path, os.O_WRONLY | os.O_APPEND)
         except OSError as exc:
             raise StorageError(f"cannot rewrite {path}: {exc.strerror}") from exc
@@ -296,18 +297,3 @@ def _read_record(data: bytes, offset: int) -> tuple[dict[bytes, bytes | None], i
         return decode_payload(payload), end
     except ValueError:
         return None
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
