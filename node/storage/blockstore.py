@@ -19,7 +19,7 @@ keeps a second process out.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -231,12 +231,7 @@ class BlockStore:
         the block and its certificate (else they are written here first). Returns the new app
         hash.
         """
-        expected = self._latest_height + 1
-        if height != expected:
-            raise OutOfOrderBlock(
-                f"block {height} does not follow the latest committed block "
-                f"{self._latest_height} (expected {expected})"
-            )
+        self._require_next(height)
         app_hash = next_app_hash(self._app_hash, state_changes)
         encoded_height = schema.encode_height(height)
         durable = self.sync if sync is None else sync
@@ -271,35 +266,38 @@ class BlockStore:
         executor can overlap that write and its fsync with the block's execution. Returns the
         location to pass to :meth:`commit_block`. Until then nothing points at the record: a
         crash drops it at the next open, a failed execution leaves it unreferenced."""
+        self._require_next(height)
+        durable = self.sync if sync is None else sync
+        return self._blocks.append(height, block_bytes, certificate_bytes, sync=durable)
+
+    def _require_next(self, height: int) -> None:
         expected = self._latest_height + 1
         if height != expected:
             raise OutOfOrderBlock(
                 f"block {height} does not follow the latest committed block "
                 f"{self._latest_height} (expected {expected})"
             )
-        durable = self.sync if sync is None else sync
-        return self._blocks.append(height, block_bytes, certificate_bytes, sync=durable)
 
     def block(self, height: int) -> bytes | None:
         """The bytes of block ``height``, or None if it is not stored."""
-        return self._block_and_certificate(height, schema.block_key)[0]
+        if height < 0:
+            return None
+        found = self._from_block_files(height)
+        return found[0] if found is not None else self._backend.get(schema.block_key(height))
 
     def certificate(self, height: int) -> bytes | None:
         """The commit certificate of block ``height``, or None if it is not stored."""
-        return self._block_and_certificate(height, schema.certificate_key)[1]
-
-    def _block_and_certificate(
-        self, height: int, legacy_key: Callable[[int], bytes]
-    ) -> tuple[bytes | None, bytes | None]:
-        """From the block files; a store written before them keeps its older blocks in
-        LevelDB (``legacy_key``), read from there (only the asked-for part is looked up)."""
         if height < 0:
-            return None, None
+            return None
+        found = self._from_block_files(height)
+        return found[1] if found is not None else self._backend.get(schema.certificate_key(height))
+
+    def _from_block_files(self, height: int) -> tuple[bytes, bytes] | None:
+        """(block, certificate) from the block files; None when they do not hold it -- a store
+        written before them keeps its older blocks in LevelDB, under the keys the callers try
+        next."""
         location = self._backend.get(schema.block_location_key(height))
-        if location is not None:
-            return self._blocks.read(location, height)
-        old = self._backend.get(legacy_key(height))
-        return old, old
+        return None if location is None else self._blocks.read(location, height)
 
     def height_of(self, block_hash: bytes) -> int | None:
         """Height of the block with hash ``block_hash``, or None."""
