@@ -641,6 +641,11 @@ async def serve_api(
             on_hold=node.metrics.api_input_holds.inc,
         )
         node.metrics.event_loop_lag.set_function(lambda: gate.lag_s)
+    connections = http_server.Connections(
+        limit=node.config.api.max_connections,
+        on_refused=node.metrics.api_connections_refused.inc,
+    )
+    node.metrics.api_connections.set_function(lambda: connections.open)
     async with trio.open_nursery() as nursery:
         if gate is not None:
             await nursery.start(gate.run)
@@ -653,6 +658,7 @@ async def serve_api(
                 keep_alive_s=KEEP_ALIVE_S,
                 max_head_bytes=MAX_HEAD_BYTES,
                 gate=gate,
+                connections=connections,
             )
         )
         task_status.started(bound)

@@ -351,9 +351,13 @@ class APIConfig:
     request_timeout_ms: Annotated[int, Range(100, 600_000)] = 10_000
     wait_commit_timeout_ms: Annotated[int, Range(100, 3_600_000)] = 30_000
     hold_input_lag_ms: Annotated[int, Range(0, 10_000)] = 150
+    max_connections: Annotated[int, Range(1, 100_000)] = 1_000
 
     DOCS: ClassVar[dict[str, str]] = {
         "listen": "host:port to serve on ([::1]:port for IPv6).",
+        "max_connections": "Client connections served at once; one more is answered 503 busy "
+        "and closed. The node raises its open-file limit to fit these, its store and its peers, "
+        "or refuses to start.",
         "hold_input_lag_ms": "While the node's event loop runs this late, new requests wait "
         "unread in their connections (until it is back under a third of it), so that a surge "
         "cannot crowd consensus out of the loop; 0 never holds them.",

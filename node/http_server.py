@@ -35,7 +35,11 @@ What it does, and what the node relies on:
 - an exception of the application is logged; a request none of whose answer was written gets a
   500, and the connection is closed. No exception of a connection reaches the listener (one bad
   connection cannot stop the server, nor the node whose loop it shares);
-- a HEAD request is answered with the headers of the GET and no body.
+- a HEAD request is answered with the headers of the GET and no body;
+- at most ``Connections.limit`` connections are served at once: one more is answered 503
+  ``busy`` (``Connection: close``, ``Retry-After: 1``) without its request being read, and
+  closed. Each open connection holds a file descriptor, and the node's store and peers need
+  theirs: unbounded, a flood of idle connections would leave LevelDB unable to open a table.
 
 Cancelling :func:`serve` stops everything at once, as the node does when it stops.
 """
@@ -47,6 +51,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Any
 from urllib.parse import unquote
@@ -65,6 +70,24 @@ MAX_RECV = 64 * 1024
 DRAIN_MAX_BYTES = 64 * 1024
 """Most of an unread request body read off after its answer to keep the connection."""
 ASGI_VERSIONS = {"version": "3.0", "spec_version": "2.3"}
+REFUSING_MAX = 64
+"""Connections over the limit being answered 503 at once; beyond, one is closed unanswered."""
+REFUSE_LINGER_S = 1.0
+"""How long a refused connection's input is read off after the 503 (so that closing it does not
+reset the connection before the client reads the answer), at most DRAIN_MAX_BYTES."""
+
+
+@dataclass
+class Connections:
+    """The server's connection limit and counts (the node exports them as metrics)."""
+
+    limit: int = 0
+    """Most connections served at once; 0: no limit."""
+    open: int = 0
+    refusing: int = 0
+    """Connections over the limit being answered now."""
+    on_refused: Callable[[], object] | None = None
+    """Called for each connection refused for being over the limit."""
 
 
 class _Closed(Exception):
@@ -343,16 +366,64 @@ async def serve(
     keep_alive_s: float = 30.0,
     max_head_bytes: int = 64 * 1024,
     gate: LoopLag | None = None,
+    connections: Connections | None = None,
     task_status: TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``app`` on ``host:port`` until cancelled; reports the bound port (``port`` 0: one
-    the system chose)."""
+    the system chose). ``connections``: the limit, and where the counts are kept."""
     listeners = await trio.open_tcp_listeners(port, host=host)
     task_status.started(listeners[0].socket.getsockname()[1])
+    counts = connections if connections is not None else Connections()
 
     async def handler(stream: trio.SocketStream) -> None:
-        await serve_connection(
-            app, stream, keep_alive_s=keep_alive_s, max_head_bytes=max_head_bytes, gate=gate
-        )
+        if counts.limit and counts.open >= counts.limit:
+            if counts.on_refused is not None:
+                counts.on_refused()
+            await _refuse_connection(stream, counts)
+            return
+        counts.open += 1
+        try:
+            await serve_connection(
+                app, stream, keep_alive_s=keep_alive_s, max_head_bytes=max_head_bytes, gate=gate
+            )
+        finally:
+            counts.open -= 1
 
     await trio.serve_listeners(handler, listeners)  # type: ignore[arg-type]
+
+
+async def _refuse_connection(stream: trio.SocketStream, counts: Connections) -> None:
+    """Answer a connection over the limit 503 ``busy`` without reading its request, then close
+    it; at most REFUSING_MAX at once (beyond, it is closed unanswered), each for at most
+    about REFUSE_LINGER_S."""
+    if counts.refusing >= REFUSING_MAX:
+        await trio.aclose_forcefully(stream)
+        return
+    counts.refusing += 1
+    body = json.dumps(
+        {
+            "error": "busy",
+            "detail": f"this agency serves {counts.limit} API connections at once, its limit "
+            "(api.max_connections); retry later",
+        }
+    ).encode()
+    head = (
+        b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+        b"content-length: %d\r\nconnection: close\r\nretry-after: 1\r\ndate: %s\r\n\r\n"
+        % (len(body), _Date.now())
+    )
+    try:
+        with trio.move_on_after(REFUSE_LINGER_S):
+            await stream.send_all(head + body)
+            await stream.send_eof()
+            read = 0
+            while read < DRAIN_MAX_BYTES:
+                data = await stream.receive_some(MAX_RECV)
+                if not data:
+                    break
+                read += len(data)
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        pass  # the client left: nothing more to tell it
+    finally:
+        counts.refusing -= 1
+        await trio.aclose_forcefully(stream)

@@ -148,6 +148,16 @@ class NodeMetrics:
             "than api.hold_input_lag_ms.",
             registry=r,
         )
+        self.api_connections = Gauge(
+            p + "api_connections",
+            "Client connections the API serves now (at most api.max_connections).",
+            registry=r,
+        )
+        self.api_connections_refused = Counter(
+            p + "api_connections_refused",
+            "Client connections answered 503 busy and closed: api.max_connections were open.",
+            registry=r,
+        )
         self.queries_in_flight = Gauge(
             p + "api_queries_in_flight",
             "Lender queries being answered (POST /v1/queries); at queries.max_in_flight more "

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import trio
 
+from node import open_files
 from node.daemon import Node, NodeError, read_home
 from node.logs import setup_logging
 
@@ -108,6 +109,11 @@ def _run(home: Path) -> None:
     setup_logging(
         files.config.logging.level, files.config.logging.format, moniker=files.config.moniker
     )
+    try:
+        limit = open_files.ensure(files.config.api.max_connections)
+    except open_files.OpenFilesError as exc:
+        raise NodeError(f"cannot start the node: {exc}") from None
+    log.debug("open-file limit %d", limit)
     profile = os.environ.get("CREDITNET_PROFILE")
     if not profile:
         trio.run(run_node, home)

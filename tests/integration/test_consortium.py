@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -40,6 +41,8 @@ REQUIRED_METRICS = {
     "creditnet_consensus_suspicions",
     "creditnet_consensus_block_stage_seconds",
     "creditnet_query_stage_seconds",
+    "creditnet_api_connections",
+    "creditnet_api_connections_refused",
     "process_resident_memory_bytes",
     "process_cpu_seconds",
 }
@@ -187,6 +190,44 @@ def test_api_refuses_bad_input_with_clear_errors(cluster: Cluster) -> None:
 
 
 @pytest.mark.slow
+def test_an_agency_at_its_connection_limit_answers_503_busy_and_keeps_serving(
+    cluster: Cluster,
+) -> None:
+    node = cluster.nodes[3]
+    cluster.terminate(3)
+    config = node.home / "config.toml"
+    text = config.read_text("utf-8")
+    assert "\nmax_connections = 1_000\n" in text
+    config.write_text(text.replace("\nmax_connections = 1_000\n", "\nmax_connections = 2\n"))
+    cluster.start(3)
+    cluster.wait_api(3)
+    host, port = node.api.removeprefix("http://").rsplit(":", 1)
+    request = f"GET /v1/status HTTP/1.1\r\nhost: {host}\r\n\r\n".encode()
+    kept = [socket.create_connection((host, int(port)), timeout=10) for _ in range(2)]
+    try:
+        for sock in kept:  # answered, and kept open (HTTP/1.1 keep-alive)
+            sock.sendall(request)
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+        with socket.create_connection((host, int(port)), timeout=10) as third:
+            third.sendall(request)
+            answer = b""
+            while chunk := third.recv(65536):
+                answer += chunk
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 503 "), answer
+        assert json.loads(body)["error"] == "busy"
+        fams = metric_families(node.metrics)
+        assert fams["creditnet_api_connections"][()] == 2
+        assert fams["creditnet_api_connections_refused"][()] == 1
+    finally:
+        for sock in kept:
+            sock.close()
+    # The kept connections closed, the agency serves new clients (and its peers never left).
+    cluster.wait_for(lambda: http(node.api + "/v1/status")[0] == 200, 10, "node3 serving")
+    cluster.submit(3, cluster.commitment_txs(3, 5))
+    cluster.wait_same_tip([0, 1, 2, 3], 1)
+
+
 def test_sigkill_primary_under_load_commits_resume_after_a_view_change(cluster: Cluster) -> None:
     timeout_s = cluster.genesis.consensus.view_change_timeout_ms / 1000
     assert cluster.status(1)["primary"] == 0

@@ -24,6 +24,7 @@ async def served(
     keep_alive_s: float = 5.0,
     max_head_bytes: int = 64 * 1024,
     gate: LoopLag | None = None,
+    connections: http_server.Connections | None = None,
 ) -> AsyncIterator[int]:
     """The server serving ``app`` on 127.0.0.1 (the port) until the block ends."""
     async with trio.open_nursery() as nursery:
@@ -36,6 +37,7 @@ async def served(
                 keep_alive_s=keep_alive_s,
                 max_head_bytes=max_head_bytes,
                 gate=gate,
+                connections=connections,
             )
         )
         yield port

@@ -347,3 +347,50 @@ async def test_an_answer_the_client_does_not_take_is_dropped_after_the_keep_aliv
             await finished.wait()
             assert KEEP_ALIVE_S - 0.1 <= trio.current_time() - begun <= KEEP_ALIVE_S + 1
             await stream.aclose()
+
+
+async def test_a_connection_over_the_limit_is_answered_503_busy_and_closed() -> None:
+    refused: list[int] = []
+    counts = http_server.Connections(limit=2, on_refused=lambda: refused.append(1))
+    async with served(echo, connections=counts) as port:
+        first, second = await Client.connect(port), await Client.connect(port)
+        for client in (first, second):
+            assert (await client.request("GET"))[0].status_code == 200
+        assert counts.open == 2
+        with trio.fail_after(DEADLINE_S):
+            out = await raw_exchange(port, b"GET /third HTTP/1.1\r\nhost: t\r\n\r\n")
+        head, _, body = out.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 503 ")
+        assert b"\r\nconnection: close\r\n" in head and b"\r\nretry-after: 1\r\n" in head
+        error = json.loads(body)
+        assert error["error"] == "busy"
+        assert "2 API connections at once" in error["detail"]
+        assert "api.max_connections" in error["detail"]
+        assert refused == [1] and counts.open == 2
+        # The two kept connections are still served; once one closes, a new one is too.
+        assert (await second.request("GET"))[0].status_code == 200
+        await first.stream.aclose()
+        await trio.testing.wait_all_tasks_blocked()
+        assert counts.open == 1
+        third = await Client.connect(port)
+        assert (await third.request("GET"))[0].status_code == 200
+        assert refused == [1] and counts.refusing == 0
+        await second.stream.aclose()
+        await third.stream.aclose()
+
+
+async def test_past_the_refusals_answered_at_once_a_connection_is_closed_unanswered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(http_server, "REFUSING_MAX", 0)
+    counts = http_server.Connections(limit=1)
+    async with served(echo, connections=counts) as port:
+        kept = await Client.connect(port)
+        assert (await kept.request("GET"))[0].status_code == 200
+        try:
+            out = await raw_exchange(port, b"GET /over HTTP/1.1\r\nhost: t\r\n\r\n")
+        except trio.BrokenResourceError:
+            out = b""  # reset: closed with the request unread
+        assert out == b""
+        assert (await kept.request("GET"))[0].status_code == 200
+        await kept.stream.aclose()
