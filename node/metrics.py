@@ -296,6 +296,10 @@ def exposition(metrics: NodeMetrics) -> bytes:
     return generate_latest(metrics.registry)
 
 
+METRICS_MAX_CONNECTIONS = 32
+"""Scrape connections served at once (within the open-file reserve of ``node.open_files``)."""
+
+
 async def serve_metrics(
     metrics: NodeMetrics,
     host: str,
@@ -306,14 +310,22 @@ async def serve_metrics(
     """Serve ``GET /metrics`` on ``host:port`` until cancelled; reports the bound port.
 
     A minimal HTTP/1.1 responder on trio sockets: one request per connection, any path other than
-    /metrics is 404, a client that sends nothing in 10 s is dropped. Errors of one connection are
-    logged and never stop the server.
+    /metrics is 404, a client that sends nothing in 10 s is dropped, and beyond
+    METRICS_MAX_CONNECTIONS at once a connection is closed unanswered (a scraper needs one; the
+    file descriptors are the node's). Errors of one connection are logged and never stop the
+    server.
     """
     listeners = await trio.open_tcp_listeners(port, host=host)
     bound = listeners[0].socket.getsockname()[1]
     task_status.started(bound)
+    open_now = 0
 
     async def handle(stream: trio.SocketStream) -> None:
+        nonlocal open_now
+        if open_now >= METRICS_MAX_CONNECTIONS:
+            await trio.aclose_forcefully(stream)
+            return
+        open_now += 1
         try:
             with trio.move_on_after(10):
                 data = b""
@@ -344,6 +356,7 @@ async def serve_metrics(
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             log.debug("metrics connection failed: %s", exc)
         finally:
+            open_now -= 1
             await stream.aclose()
 
     await trio.serve_listeners(handle, listeners)

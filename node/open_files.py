@@ -16,7 +16,8 @@ LEVELDB_OPEN_FILES = 1_000
 """LevelDB's own bound on the table files it keeps open (its ``max_open_files`` default)."""
 NODE_RESERVE = 512
 """Everything else: peer connections (a few sockets per validator), the metrics server's
-clients, block and log files, the event loop's own descriptors."""
+clients (at most ``node.metrics.METRICS_MAX_CONNECTIONS``), block and log files, the event
+loop's own descriptors."""
 
 
 class OpenFilesError(Exception):
