@@ -279,6 +279,8 @@ class ConsensusConfig:
 
     max_batch_txs: Annotated[int, Range(1, 10_000)] = 1000
     batch_wait_ms: Annotated[int, Range(0, 10_000)] = 100
+    light_load_tx_per_s: Annotated[int, Range(0, 1_000_000)] = 150
+    light_batch_wait_ms: Annotated[int, Range(0, 10_000)] = 20
     mempool_max_txs: Annotated[int, Range(1, 10_000_000)] = 5_000
     mempool_max_bytes: Annotated[int, Range(64 * KiB, 16 * GiB)] = 64 * MiB
     sync_chunk_bytes: Annotated[int, Range(4 * KiB, MAX_MESSAGE_BYTES)] = 512 * KiB
@@ -287,6 +289,10 @@ class ConsensusConfig:
         "max_batch_txs": "Most transactions in one proposed batch.",
         "batch_wait_ms": "How long the primary waits to fill a batch while its earlier blocks "
         "are in flight (an idle primary proposes at once).",
+        "light_load_tx_per_s": "Below this many transactions reaching the primary a second, it "
+        "waits light_batch_wait_ms instead: at light load the CPU more blocks cost is there, and "
+        "the wait is most of a lender's latency. 0: always batch_wait_ms.",
+        "light_batch_wait_ms": "The primary's batch wait at light load (see light_load_tx_per_s).",
         "mempool_max_txs": "Pending transactions kept; new ones are refused (HTTP 503) beyond "
         "this; a few seconds of the cluster's throughput keeps latency bounded under overload.",
         "mempool_max_bytes": "Total size of the pending transactions kept.",

@@ -29,6 +29,10 @@ class ReplicaConfig:
     propose_batch_txs: int = 0
     """Most transactions this replica puts in its own proposals (node-local); 0: max_batch_txs."""
     batch_wait_ms: int = 20
+    light_load_tx_per_s: int = 0
+    """Below this many transactions queued a second, a busy primary waits light_batch_wait_ms
+    instead of batch_wait_ms (node-local; 0: always batch_wait_ms)."""
+    light_batch_wait_ms: int = 0
     empty_block_interval_ms: int = 0
     """0: the primary proposes only when there are transactions."""
     retransmit_ms: int = 500

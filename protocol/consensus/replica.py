@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 from protocol.block import Block, CommitCertificate, CommitVote, InvalidCertificate, make_header
 from protocol.codec import CodecError, Message, decode, encode
+from protocol.consensus.cadence import ArrivalRate, batch_wait_ms
 from protocol.consensus.catchup import CatchUp
 from protocol.consensus.checkpoints import CheckpointLog
 from protocol.consensus.config import ReplicaConfig
@@ -140,6 +141,8 @@ class Replica:
         self._pending: OrderedDict[bytes, bytes] = OrderedDict()
         self._queue: OrderedDict[bytes, bytes] = OrderedDict()
         """Pending transactions not in any block of the current view (the primary's next batch)."""
+        self._arrivals = ArrivalRate()
+        """Transactions queued lately: the load that sets a busy primary's batch wait."""
         self._recent_committed: OrderedDict[bytes, None] = OrderedDict()
         self._votes: dict[tuple[bytes, int, int], bytes] = {}
         self._proofs: dict[int, PreparedProof] = {}
@@ -222,6 +225,7 @@ class Replica:
     def _on_submit(self, txs: tuple[bytes, ...], hashes: tuple[bytes, ...]) -> None:
         if len(hashes) != len(txs):
             hashes = tuple(h256(tx) for tx in txs)
+        queued = 0
         for tx, h in zip(txs, hashes, strict=True):
             if h in self._pending or h in self._recent_committed:
                 continue
@@ -229,6 +233,8 @@ class Replica:
                 break
             self._pending[h] = tx
             self._queue[h] = tx
+            queued += 1
+        self._arrivals.add(self._now, queued)
         if self.is_primary and len(self._queue) >= self.cfg.batch_limit:
             self._propose()
 
@@ -608,10 +614,19 @@ class Replica:
         window_open = self._next_seq <= self.committed_height + self.cfg.window
         if self.is_primary and not self._batch_timer_armed and self._queue and window_open:
             # Idle (nothing of ours in flight): propose at once, for latency. Busy: gather a
-            # fuller batch for up to batch_wait_ms -- fewer, larger blocks cost less per tx.
+            # fuller batch for up to batch_wait_ms -- fewer, larger blocks cost less per tx --
+            # or for light_batch_wait_ms at light load (protocol.consensus.cadence).
             idle = self._next_seq == self.committed_height + 1
             self._batch_timer_armed = True
-            wait = 0 if idle else self.cfg.batch_wait_ms
+            wait = 0
+            if not idle:
+                wait = batch_wait_ms(
+                    self._arrivals,
+                    self._now,
+                    batch_wait=self.cfg.batch_wait_ms,
+                    light_batch_wait=self.cfg.light_batch_wait_ms,
+                    light_load_tx_per_s=self.cfg.light_load_tx_per_s,
+                )
             self._out.append(SetTimer(TimerKind.BATCH, self._now + wait))
         if (
             self.is_primary
