@@ -81,6 +81,12 @@ class Executor:
         self._block_writer = ThreadPoolExecutor(1, thread_name_prefix="block-writer")
         """Writes each block's record to the block files while the block executes."""
 
+    def close(self) -> None:
+        """Stop the block-writer thread (after any write it has begun); before the store
+        closes. The executor's own work is never left mid-block: a cancelled ``run`` waits for
+        the block its worker thread is on."""
+        self._block_writer.shutdown(wait=True)
+
     @property
     def height(self) -> int:
         return self.store.latest_height

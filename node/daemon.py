@@ -388,4 +388,5 @@ class Node:
                 self.ready.set()
                 task_status.started()
         finally:
+            self.executor.close()
             self.store.close()

@@ -4,6 +4,7 @@ committed transaction's ledger result is the same from memory and from the store
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -97,5 +98,27 @@ async def test_a_committed_result_is_the_same_from_memory_and_from_the_store(
         assert first is not None and (first.ok, first.height, first.index) == (True, 1, 0)
         assert second is not None and not second.ok and second.code != codes.OK
         assert executor.result(h256(b"never sent")) is None
+    finally:
+        store.close()
+
+
+async def test_close_stops_the_block_writer_thread_after_the_blocks_it_wrote(
+    tmp_path: Path,
+) -> None:
+    def writers() -> set[threading.Thread]:
+        return {t for t in threading.enumerate() if t.name.startswith("block-writer")}
+
+    others = writers()  # other tests' executors, if any
+    store = BlockStore.open(tmp_path / "data", CHAIN)
+    executor = executor_on(store)
+    ledger = Ledger()
+    tx = ledger.tx(AGENCIES[0], RecordCommitment((CommitmentEntry(h256(b"r"), h256(b"d")),)))
+    try:
+        await execute(executor, [ledger.block([tx])])
+        mine = writers() - others
+        assert mine
+        executor.close()
+        assert not any(t.is_alive() for t in mine)
+        assert store.block(1) is not None
     finally:
         store.close()
