@@ -30,6 +30,8 @@ class ArrivalRate:
         self.count = 0
 
     def add(self, now_ms: int, n: int) -> None:
+        """Count ``n`` transactions queued at ``now_ms`` (and forget those a second old: a
+        replica that never asks the rate -- a backup -- keeps at most a second of marks)."""
         if n <= 0:
             return
         if self._marks and self._marks[-1][0] == now_ms:
@@ -37,13 +39,21 @@ class ArrivalRate:
         else:
             self._marks.append([now_ms, n])
         self.count += n
+        self._forget(now_ms)
 
     def per_second(self, now_ms: int) -> int:
         """Transactions queued in the WINDOW_MS up to ``now_ms``."""
+        self._forget(now_ms)
+        return self.count
+
+    def __len__(self) -> int:
+        """Marks kept (at most one per millisecond of the last second)."""
+        return len(self._marks)
+
+    def _forget(self, now_ms: int) -> None:
         marks = self._marks
         while marks and marks[0][0] <= now_ms - WINDOW_MS:
             self.count -= marks.popleft()[1]
-        return self.count
 
 
 def batch_wait_ms(

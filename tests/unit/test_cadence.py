@@ -32,6 +32,14 @@ def test_the_rate_counts_the_last_second_only() -> None:
     assert rate.per_second(1600) == 1
 
 
+def test_marks_older_than_a_second_are_dropped_as_new_ones_come() -> None:
+    rate = ArrivalRate()  # a backup's: it adds, and never asks the rate
+    for t in range(0, 100_000, 7):
+        rate.add(t, 3)
+    assert len(rate) <= 1000 // 7 + 1
+    assert rate.count == 3 * len(rate)
+
+
 def test_below_the_light_load_the_wait_is_the_light_one() -> None:
     rate = ArrivalRate()
     rate.add(0, 9)
