@@ -46,5 +46,11 @@ def ensure(max_connections: int) -> int:
             f"lower api.max_connections to at most {max(0, hard - need + max_connections)} "
             "or raise the limit (ulimit -Hn, or LimitNOFILE= in a systemd unit)"
         )
-    resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+    except (ValueError, OSError) as exc:
+        raise OpenFilesError(
+            f"cannot raise the open-file limit from {soft} to {need} for api.max_connections = "
+            f"{max_connections}: {exc}; lower api.max_connections or raise the limit"
+        ) from None
     return need

@@ -59,3 +59,14 @@ def test_a_hard_limit_too_low_refuses_the_start_naming_the_setting(limits: Limit
 def test_the_real_limit_fits_the_default_configuration() -> None:
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     assert open_files.ensure(1000) >= min(open_files.needed(1000), soft)
+
+
+def test_a_refused_raise_is_a_clear_error(
+    limits: Limits, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(which: int, new: tuple[int, int]) -> None:
+        raise ValueError("not allowed")
+
+    monkeypatch.setattr(open_files.resource, "setrlimit", refuse)
+    with pytest.raises(open_files.OpenFilesError, match=r"from 1024 to 2512.*not allowed"):
+        open_files.ensure(1000)
