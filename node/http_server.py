@@ -37,8 +37,9 @@ What it does, and what the node relies on:
   connection cannot stop the server, nor the node whose loop it shares);
 - a HEAD request is answered with the headers of the GET and no body;
 - at most ``Connections.limit`` connections are served at once: one more is answered 503
-  ``busy`` (``Connection: close``, ``Retry-After: 1``) without its request being read, and
-  closed. Each open connection holds a file descriptor, and the node's store and peers need
+  ``busy`` (``Connection: close``, ``Retry-After: 1``) once its request begins to arrive, without
+  the request being parsed, and closed; with REFUSING_MAX such answers under way, it is closed at
+  once. Each open connection holds a file descriptor, and the node's store and peers need
   theirs: unbounded, a flood of idle connections would leave LevelDB unable to open a table.
 
 Cancelling :func:`serve` stops everything at once, as the node does when it stops.
@@ -73,8 +74,9 @@ ASGI_VERSIONS = {"version": "3.0", "spec_version": "2.3"}
 REFUSING_MAX = 64
 """Connections over the limit being answered 503 at once; beyond, one is closed unanswered."""
 REFUSE_LINGER_S = 1.0
-"""How long a refused connection's input is read off after the 503 (so that closing it does not
-reset the connection before the client reads the answer), at most DRAIN_MAX_BYTES."""
+"""The most a refused connection is kept: waiting for its request to begin, writing the 503,
+then reading off its input (at most DRAIN_MAX_BYTES, so that closing it does not reset the
+connection before the client reads the answer)."""
 
 
 @dataclass
@@ -87,7 +89,8 @@ class Connections:
     refusing: int = 0
     """Connections over the limit being answered now."""
     on_refused: Callable[[], object] | None = None
-    """Called for each connection refused for being over the limit."""
+    """Called for each connection refused for being over the limit (answered 503 or, with
+    REFUSING_MAX answers under way, closed at once)."""
 
 
 class _Closed(Exception):
@@ -378,7 +381,10 @@ async def serve(
     async def handler(stream: trio.SocketStream) -> None:
         if counts.limit and counts.open >= counts.limit:
             if counts.on_refused is not None:
-                counts.on_refused()
+                try:
+                    counts.on_refused()
+                except Exception:  # a metrics bug must not reach the listener
+                    log.exception("counting a refused connection failed")
             await _refuse_connection(stream, counts)
             return
         counts.open += 1
@@ -393,9 +399,10 @@ async def serve(
 
 
 async def _refuse_connection(stream: trio.SocketStream, counts: Connections) -> None:
-    """Answer a connection over the limit 503 ``busy`` without reading its request, then close
-    it; at most REFUSING_MAX at once (beyond, it is closed unanswered), each for at most
-    about REFUSE_LINGER_S."""
+    """Answer a connection over the limit 503 ``busy`` once its request begins to arrive (some
+    clients take bytes that come before their request for a broken connection, not an answer),
+    without parsing it, then close it; at most REFUSING_MAX at once (beyond, it is closed
+    unanswered), each for at most REFUSE_LINGER_S."""
     if counts.refusing >= REFUSING_MAX:
         await trio.aclose_forcefully(stream)
         return
@@ -407,16 +414,19 @@ async def _refuse_connection(stream: trio.SocketStream, counts: Connections) -> 
             "(api.max_connections); retry later",
         }
     ).encode()
-    head = (
-        b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
-        b"content-length: %d\r\nconnection: close\r\nretry-after: 1\r\ndate: %s\r\n\r\n"
-        % (len(body), _Date.now())
-    )
     try:
         with trio.move_on_after(REFUSE_LINGER_S):
-            await stream.send_all(head + body)
+            first = await stream.receive_some(MAX_RECV)
+            if not first:
+                return  # the client left without asking
+            head = (
+                b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+                b"content-length: %d\r\nconnection: close\r\nretry-after: 1\r\ndate: %s\r\n"
+                b"\r\n" % (len(body), _Date.now())
+            )
+            await stream.send_all(head if first.startswith(b"HEAD ") else head + body)
             await stream.send_eof()
-            read = 0
+            read = len(first)
             while read < DRAIN_MAX_BYTES:
                 data = await stream.receive_some(MAX_RECV)
                 if not data:

@@ -355,6 +355,8 @@ async def serve_metrics(
                 await stream.send_all(head + body)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             log.debug("metrics connection failed: %s", exc)
+        except Exception:  # a bug (a gauge's function raising) must not stop the listener
+            log.exception("serving /metrics failed")
         finally:
             open_now -= 1
             await stream.aclose()

@@ -15,7 +15,8 @@ import resource
 LEVELDB_OPEN_FILES = 1_000
 """LevelDB's own bound on the table files it keeps open (its ``max_open_files`` default)."""
 NODE_RESERVE = 512
-"""Everything else: peer connections (a few sockets per validator), the metrics server's
+"""Everything else: peer connections (a few sockets per validator), the API's connections over
+its limit being answered 503 (at most ``node.http_server.REFUSING_MAX``), the metrics server's
 clients (at most ``node.metrics.METRICS_MAX_CONNECTIONS``), block and log files, the event
 loop's own descriptors."""
 
@@ -39,12 +40,17 @@ def ensure(max_connections: int) -> int:
     if soft == resource.RLIM_INFINITY or soft >= need:
         return soft
     if hard != resource.RLIM_INFINITY and hard < need:
+        fits = hard - need + max_connections
+        fix = (
+            f"lower api.max_connections to at most {fits} or raise the limit"
+            if fits >= 1
+            else "raise the limit"
+        )
         raise OpenFilesError(
             f"the open-file limit is {hard} (hard; soft {soft}) but api.max_connections = "
             f"{max_connections} needs {need} ({max_connections} connections, "
             f"{LEVELDB_OPEN_FILES} LevelDB tables, {NODE_RESERVE} for peers and files): "
-            f"lower api.max_connections to at most {max(0, hard - need + max_connections)} "
-            "or raise the limit (ulimit -Hn, or LimitNOFILE= in a systemd unit)"
+            f"{fix} (ulimit -Hn, or LimitNOFILE= in a systemd unit)"
         )
     try:
         resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))

@@ -281,6 +281,8 @@ class Simulation:
             max_batch_txs=t.max_batch_txs,
             batch_wait_ms=t.batch_wait_ms,
             empty_block_interval_ms=t.empty_block_interval_ms,
+            light_load_tx_per_s=t.light_load_tx_per_s,
+            light_batch_wait_ms=t.light_batch_wait_ms,
             retransmit_ms=t.retransmit_ms,
         )
 

@@ -69,6 +69,13 @@ class ReplicaTiming:
     window: int = 40
     max_batch_txs: int = 1000
     empty_block_interval_ms: int = 0
+    light_load_tx_per_s: int = 0
+    light_batch_wait_ms: int = 0
+
+
+LIGHT_LOAD = ReplicaTiming(batch_wait_ms=60, light_load_tx_per_s=15, light_batch_wait_ms=2)
+"""The node's cadence in miniature: a long batch wait under load, a short one below 15
+transactions a second (a scenario's 20-30 requests cross that line as they come and go)."""
 
 
 @dataclass(frozen=True)
@@ -188,7 +195,8 @@ def _crash_plans(
 
 def random_timing(seed: int) -> ReplicaTiming:
     """Seeded replica knobs at their edges (windows of 1-5, checkpoints every 1-3 heights,
-    one-transaction batches, fast or slow retransmission and view timeouts)."""
+    one-transaction batches, fast or slow retransmission and view timeouts, a short or long
+    batch wait, with or without a light-load wait)."""
     rng = _rng("timing", seed)
     return ReplicaTiming(
         window=rng.choice((1, 2, 3, 5, 40)),
@@ -196,6 +204,9 @@ def random_timing(seed: int) -> ReplicaTiming:
         max_batch_txs=rng.choice((1, 2, 3, 1000)),
         retransmit_ms=rng.choice((50, 200, 500)),
         view_timeout_ms=rng.choice((200, 500, 1000)),
+        batch_wait_ms=rng.choice((5, 60)),
+        light_load_tx_per_s=rng.choice((0, 15, 1_000_000)),
+        light_batch_wait_ms=rng.choice((0, 2)),
     )
 
 

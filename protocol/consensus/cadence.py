@@ -3,9 +3,11 @@
 A block costs every node the same fixed work whatever it holds (its consensus messages, their
 signatures, a synced write; ~4 ms of CPU a node here), so under load the primary gathers
 transactions for ``batch_wait_ms`` while a block of its own is in flight: fewer, fuller blocks.
-At light load that wait is most of a lender's latency and saves little: the CPU is there. So
-below ``light_load_tx_per_s`` transactions arriving a second, the wait is ``light_batch_wait_ms``
-instead. (A primary with no block in flight proposes at once either way.)
+At light load that wait is most of a lender's latency, and the extra blocks a shorter one makes
+are few (at most one per transaction). So below ``light_load_tx_per_s`` transactions arriving a
+second, the wait is ``light_batch_wait_ms`` instead. (A primary with no block in flight proposes
+at once either way.) Only transactions are counted: a node busy answering queries it has not yet
+submitted still takes the light wait -- its entries arrive a moment later and count then.
 
 Pure: the rate is counted on the replica's clock, from the transactions its ``Submit`` events
 queue.

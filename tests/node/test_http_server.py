@@ -45,12 +45,14 @@ async def echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
 async def raw_exchange(port: int, data: bytes) -> bytes:
     """Send ``data`` on a new connection and read until the server closes it."""
     stream = await trio.open_tcp_stream("127.0.0.1", port)
-    await stream.send_all(data)
-    out = b""
-    with trio.fail_after(DEADLINE_S):
-        while chunk := await stream.receive_some(65536):
-            out += chunk
-    await stream.aclose()
+    try:
+        await stream.send_all(data)
+        out = b""
+        with trio.fail_after(DEADLINE_S):
+            while chunk := await stream.receive_some(65536):
+                out += chunk
+    finally:
+        await stream.aclose()
     return out
 
 
@@ -377,6 +379,28 @@ async def test_a_connection_over_the_limit_is_answered_503_busy_and_closed() -> 
         assert refused == [1] and counts.refusing == 0
         await second.stream.aclose()
         await third.stream.aclose()
+
+
+async def test_over_the_limit_head_gets_the_503_head_and_a_silent_client_is_closed_unanswered(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    counts = http_server.Connections(limit=1)
+    async with served(echo, connections=counts) as port:
+        kept = await Client.connect(port)
+        assert (await kept.request("GET"))[0].status_code == 200
+        head = await raw_exchange(port, b"HEAD /x HTTP/1.1\r\nhost: t\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 503 ") and head.endswith(b"\r\n\r\n")
+        assert b"content-length: " in head  # the GET's, with no body after it
+        # Nothing is written before the request begins; a client that never sends one is
+        # closed after REFUSE_LINGER_S.
+        silent = await trio.open_tcp_stream("127.0.0.1", port)
+        started = trio.current_time()
+        with trio.fail_after(DEADLINE_S):
+            assert await silent.receive_some(65536) == b""
+        assert trio.current_time() - started >= http_server.REFUSE_LINGER_S
+        await silent.aclose()
+        assert counts.refusing == 0 and counts.open == 1
+        await kept.stream.aclose()
 
 
 async def test_past_the_refusals_answered_at_once_a_connection_is_closed_unanswered(

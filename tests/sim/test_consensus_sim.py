@@ -9,6 +9,7 @@ once understood, kept in ``test_regressions.py``.
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import pytest
 
@@ -22,7 +23,7 @@ from bench.sim.network import (
     node_identity,
     simulate,
 )
-from bench.sim.scenarios import SCENARIO_KINDS, CrashPlan, Scenario, build
+from bench.sim.scenarios import LIGHT_LOAD, SCENARIO_KINDS, CrashPlan, Scenario, build
 from protocol.block import Block, CommitCertificate, CommitVote, make_header
 from protocol.codec import decode, encode
 from protocol.consensus.events import Broadcast, Send
@@ -42,6 +43,19 @@ MATRIX = [
 @pytest.mark.parametrize(("kind", "nodes", "seed"), MATRIX)
 def test_scenario_is_safe_and_live(kind: str, nodes: int, seed: int) -> None:
     result = simulate(build(kind, nodes, seed, requests=REQUESTS))
+    assert result.safe, result.report()
+    assert result.live, result.report()
+
+
+@pytest.mark.parametrize(
+    ("kind", "nodes", "seed"),
+    [pytest.param(k, 4, seed, id=f"{k}-s{seed}") for k in SCENARIO_KINDS for seed in (0, 1)],
+)
+def test_scenario_with_the_light_load_cadence_is_safe_and_live(
+    kind: str, nodes: int, seed: int
+) -> None:
+    scenario = replace(build(kind, nodes, seed, requests=REQUESTS), timing=LIGHT_LOAD)
+    result = simulate(scenario)
     assert result.safe, result.report()
     assert result.live, result.report()
 

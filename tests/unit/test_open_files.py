@@ -56,9 +56,12 @@ def test_a_hard_limit_too_low_refuses_the_start_naming_the_setting(limits: Limit
     assert limits.soft == 1024  # unchanged
 
 
-def test_the_real_limit_fits_the_default_configuration() -> None:
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    assert open_files.ensure(1000) >= min(open_files.needed(1000), soft)
+def test_a_hard_limit_below_the_store_s_own_share_says_to_raise_it(limits: Limits) -> None:
+    limits.hard = 1200
+    with pytest.raises(open_files.OpenFilesError) as caught:
+        open_files.ensure(10)
+    assert "at most" not in str(caught.value)
+    assert ": raise the limit (ulimit -Hn" in str(caught.value)
 
 
 def test_a_refused_raise_is_a_clear_error(
