@@ -281,6 +281,7 @@ class ConsensusConfig:
     batch_wait_ms: Annotated[int, Range(0, 10_000)] = 100
     light_load_tx_per_s: Annotated[int, Range(0, 1_000_000)] = 150
     light_batch_wait_ms: Annotated[int, Range(0, 10_000)] = 20
+    full_load_tx_per_s: Annotated[int, Range(0, 1_000_000)] = 400
     mempool_max_txs: Annotated[int, Range(1, 10_000_000)] = 5_000
     mempool_max_bytes: Annotated[int, Range(64 * KiB, 16 * GiB)] = 64 * MiB
     sync_chunk_bytes: Annotated[int, Range(4 * KiB, MAX_MESSAGE_BYTES)] = 512 * KiB
@@ -294,6 +295,9 @@ class ConsensusConfig:
         "extra blocks (each costs every node ~4 ms of CPU) are few. 0: always batch_wait_ms.",
         "light_batch_wait_ms": "The primary's batch wait at light load (see light_load_tx_per_s); "
         "at most batch_wait_ms.",
+        "full_load_tx_per_s": "From this many transactions a second the primary waits the whole "
+        "batch_wait_ms; between light_load_tx_per_s and this, a wait in proportion to the rate. "
+        "At least light_load_tx_per_s.",
         "mempool_max_txs": "Pending transactions kept; new ones are refused (HTTP 503) beyond "
         "this; a few seconds of the cluster's throughput keeps latency bounded under overload.",
         "mempool_max_bytes": "Total size of the pending transactions kept.",
@@ -314,9 +318,14 @@ class ConsensusConfig:
         )
 
     def validate(self) -> None:
-        """Types, ranges; the mempool holds at least one full batch; the light-load wait is
-        no longer than the full one."""
+        """Types, ranges; the mempool holds at least one full batch; the light-load wait and
+        rate are no larger than the full ones."""
         _check_keys(self, "consensus.")
+        if self.full_load_tx_per_s < self.light_load_tx_per_s:
+            raise ConfigError(
+                f"consensus.full_load_tx_per_s: {self.full_load_tx_per_s} is below "
+                f"consensus.light_load_tx_per_s ({self.light_load_tx_per_s})"
+            )
         if self.light_batch_wait_ms > self.batch_wait_ms:
             raise ConfigError(
                 f"consensus.light_batch_wait_ms: {self.light_batch_wait_ms} is above "

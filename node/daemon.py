@@ -183,6 +183,7 @@ class Node:
             batch_wait_ms=cfg.consensus.batch_wait_ms,
             light_load_tx_per_s=cfg.consensus.light_load_tx_per_s,
             light_batch_wait_ms=cfg.consensus.light_batch_wait_ms,
+            full_load_tx_per_s=cfg.consensus.full_load_tx_per_s,
             max_block_bytes=min(genesis.consensus.max_block_bytes, BLOCK_BYTES_CAP),
             retransmit_ms=cfg.p2p.retransmit_ms,
             max_pending_txs=max(cfg.consensus.mempool_max_txs * 2, 10_000),

@@ -283,6 +283,7 @@ class Simulation:
             empty_block_interval_ms=t.empty_block_interval_ms,
             light_load_tx_per_s=t.light_load_tx_per_s,
             light_batch_wait_ms=t.light_batch_wait_ms,
+            full_load_tx_per_s=t.full_load_tx_per_s,
             retransmit_ms=t.retransmit_ms,
         )
 

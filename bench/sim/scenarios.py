@@ -71,11 +71,15 @@ class ReplicaTiming:
     empty_block_interval_ms: int = 0
     light_load_tx_per_s: int = 0
     light_batch_wait_ms: int = 0
+    full_load_tx_per_s: int = 0
 
 
-LIGHT_LOAD = ReplicaTiming(batch_wait_ms=60, light_load_tx_per_s=15, light_batch_wait_ms=2)
-"""The node's cadence in miniature: a long batch wait under load, a short one below 15
-transactions a second (a scenario's 20-30 requests cross that line as they come and go)."""
+LIGHT_LOAD = ReplicaTiming(
+    batch_wait_ms=60, light_load_tx_per_s=8, light_batch_wait_ms=2, full_load_tx_per_s=16
+)
+"""The node's cadence in miniature: a long batch wait under load, a short one below 8
+transactions a second, in proportion between (a scenario's 20-30 requests cross both lines as
+they come and go)."""
 
 
 @dataclass(frozen=True)
@@ -207,6 +211,7 @@ def random_timing(seed: int) -> ReplicaTiming:
         batch_wait_ms=rng.choice((5, 60)),
         light_load_tx_per_s=rng.choice((0, 15, 1_000_000)),
         light_batch_wait_ms=rng.choice((0, 2)),
+        full_load_tx_per_s=rng.choice((0, 40)),
     )
 
 

@@ -5,7 +5,8 @@ signatures, a synced write; ~4 ms of CPU a node here), so under load the primary
 transactions for ``batch_wait_ms`` while a block of its own is in flight: fewer, fuller blocks.
 At light load that wait is most of a lender's latency, and the extra blocks a shorter one makes
 are few (at most one per transaction). So below ``light_load_tx_per_s`` transactions arriving a
-second, the wait is ``light_batch_wait_ms`` instead. (A primary with no block in flight proposes
+second, the wait is ``light_batch_wait_ms`` instead, rising in proportion to the rate to the full
+``batch_wait_ms`` at ``full_load_tx_per_s``. (A primary with no block in flight proposes
 at once either way.) Only transactions are counted: a node busy answering queries it has not yet
 submitted still takes the light wait -- its entries arrive a moment later and count then.
 
@@ -65,9 +66,19 @@ def batch_wait_ms(
     batch_wait: int,
     light_batch_wait: int,
     light_load_tx_per_s: int,
+    full_load_tx_per_s: int = 0,
 ) -> int:
-    """The busy primary's wait: ``light_batch_wait`` below ``light_load_tx_per_s`` (0: never),
-    ``batch_wait`` otherwise."""
-    if light_load_tx_per_s and rate.per_second(now_ms) < light_load_tx_per_s:
-        return min(light_batch_wait, batch_wait)
-    return batch_wait
+    """The busy primary's wait: ``light_batch_wait`` below ``light_load_tx_per_s`` transactions
+    a second (0: never), ``batch_wait`` from ``full_load_tx_per_s`` on (0, or not above the
+    light load: from ``light_load_tx_per_s``), and in between in proportion to the rate -- no
+    step at which the latency doubles for one more transaction a second."""
+    light = min(light_batch_wait, batch_wait)
+    if not light_load_tx_per_s:
+        return batch_wait
+    per_s = rate.per_second(now_ms)
+    if per_s < light_load_tx_per_s:
+        return light
+    span = full_load_tx_per_s - light_load_tx_per_s
+    if span <= 0 or per_s >= full_load_tx_per_s:
+        return batch_wait
+    return light + (batch_wait - light) * (per_s - light_load_tx_per_s) // span

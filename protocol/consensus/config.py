@@ -33,6 +33,9 @@ class ReplicaConfig:
     """Below this many transactions queued a second, a busy primary waits light_batch_wait_ms
     instead of batch_wait_ms (node-local; 0: always batch_wait_ms)."""
     light_batch_wait_ms: int = 0
+    full_load_tx_per_s: int = 0
+    """From this many on, batch_wait_ms; in between, a wait in proportion (0: a step at
+    light_load_tx_per_s)."""
     empty_block_interval_ms: int = 0
     """0: the primary proposes only when there are transactions."""
     retransmit_ms: int = 500

@@ -615,7 +615,7 @@ class Replica:
         if self.is_primary and not self._batch_timer_armed and self._queue and window_open:
             # Idle (nothing of ours in flight): propose at once, for latency. Busy: gather a
             # fuller batch for up to batch_wait_ms -- fewer, larger blocks cost less per tx --
-            # or for light_batch_wait_ms at light load (protocol.consensus.cadence).
+            # or less at light load (protocol.consensus.cadence).
             idle = self._next_seq == self.committed_height + 1
             self._batch_timer_armed = True
             wait = 0
@@ -626,6 +626,7 @@ class Replica:
                     batch_wait=self.cfg.batch_wait_ms,
                     light_batch_wait=self.cfg.light_batch_wait_ms,
                     light_load_tx_per_s=self.cfg.light_load_tx_per_s,
+                    full_load_tx_per_s=self.cfg.full_load_tx_per_s,
                 )
             self._out.append(SetTimer(TimerKind.BATCH, self._now + wait))
         if (

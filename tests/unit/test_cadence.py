@@ -5,6 +5,7 @@ and a second-old burst no longer counting."""
 from __future__ import annotations
 
 from dataclasses import replace
+from itertools import pairwise
 
 from protocol.codec import decode
 from protocol.consensus.cadence import ArrivalRate, batch_wait_ms
@@ -51,6 +52,21 @@ def test_below_the_light_load_the_wait_is_the_light_one() -> None:
     # 0 turns the light wait off; a light wait above the full one is the full one.
     assert batch_wait_ms(rate, 0, batch_wait=100, light_batch_wait=20, light_load_tx_per_s=0) == 100
     assert batch_wait_ms(rate, 2000, batch_wait=5, light_batch_wait=20, light_load_tx_per_s=10) == 5
+
+
+def test_between_the_light_and_the_full_load_the_wait_rises_in_proportion() -> None:
+    def at(per_s: int) -> int:
+        rate = ArrivalRate()
+        rate.add(0, per_s)
+        return batch_wait_ms(
+            rate, 0, batch_wait=100, light_batch_wait=20,
+            light_load_tx_per_s=150, full_load_tx_per_s=400,
+        )  # fmt: skip
+
+    assert [at(n) for n in (0, 149, 150, 275, 399, 400, 5000)] == [20, 20, 20, 60, 99, 100, 100]
+    waits = [at(n) for n in range(140, 420)]
+    assert waits == sorted(waits)  # never shorter for more load
+    assert max(b - a for a, b in pairwise(waits)) <= 1  # no step
 
 
 def batch_timers(outputs: list[Output]) -> list[int]:

@@ -132,6 +132,7 @@ def test_relative_paths_resolve_against_home(tmp_path: Path) -> None:
         ("[consensus]\nmax_batch_txs = 100\nmempool_max_txs = 10", "consensus.mempool_max_txs"),
         ("[consensus]\nbatch_wait_ms = 10", "consensus.light_batch_wait_ms: 20 is above"),
         ("[api]\nmax_connections = 0", "api.max_connections: 0 is out of range (1..100000)"),
+        ("[consensus]\nlight_load_tx_per_s = 500", "consensus.full_load_tx_per_s: 400 is below"),
         ("[p2p]\nmax_frame_bytes = 65536", "consensus.sync_chunk_bytes: 524288 is above p2p."),
         ('[api]\nlisten = "127.0.0.1:26610"', "api.listen: port 26610 is also used by p2p.listen"),
         ('[metrics]\nlisten = "0.0.0.0:26611"', "metrics.listen: port 26611 is also used by api"),
