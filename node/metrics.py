@@ -155,7 +155,8 @@ class NodeMetrics:
         )
         self.api_connections_refused = Counter(
             p + "api_connections_refused",
-            "Client connections answered 503 busy and closed: api.max_connections were open.",
+            "Client connections refused because api.max_connections were open: answered 503 "
+            "busy and closed (or closed unanswered while 64 such answers were under way).",
             registry=r,
         )
         self.queries_in_flight = Gauge(
